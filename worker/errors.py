@@ -1,0 +1,60 @@
+"""One small exception tree for everything a caller can get wrong, with stable codes.
+
+    WorkerError                 code            meaning
+    ├── RequestError            invalid_request a field has a wrong type, value or combination
+    ├── AudioError              invalid_audio   the bytes are not decodable audio, or are empty/silent
+    │   └── AudioTooLong        audio_too_long  longer than WHISPER_MAX_AUDIO_SECONDS
+    ├── DownloadError           download_failed 404, timeout, too large, dropped connection
+    │   └── UnsafeURL           unsafe_url      non-http scheme or a private/loopback/link-local address
+    └── ResourceExhausted       out_of_memory   the model ran out of memory even at batch size 1
+
+`to_response()` is the one place an error becomes the job's `{"error": ...}` output. Anything
+that is not a WorkerError is a bug: it propagates so that the RunPod SDK reports it with a trace.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class WorkerError(Exception):
+    code = "worker_error"
+    refresh_worker = False
+
+    def __init__(self, message: str, field: Optional[str] = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_response(self) -> dict:
+        text = f"{self.field}: {self.message}" if self.field else self.message
+        response = {"error": text, "error_code": self.code}
+        if self.field:
+            response["error_field"] = self.field
+        if self.refresh_worker:
+            response["refresh_worker"] = True
+        return response
+
+
+class RequestError(WorkerError):
+    code = "invalid_request"
+
+
+class AudioError(WorkerError):
+    code = "invalid_audio"
+
+
+class AudioTooLong(AudioError):
+    code = "audio_too_long"
+
+
+class DownloadError(WorkerError):
+    code = "download_failed"
+
+
+class UnsafeURL(DownloadError):
+    code = "unsafe_url"
+
+
+class ResourceExhausted(WorkerError):
+    code = "out_of_memory"
