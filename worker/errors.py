@@ -6,6 +6,7 @@
     │   └── AudioTooLong        audio_too_long  longer than WHISPER_MAX_AUDIO_SECONDS
     ├── DownloadError           download_failed 404, timeout, too large, dropped connection
     │   └── UnsafeURL           unsafe_url      non-http scheme or a private/loopback/link-local address
+    ├── StorageError            storage_failed  the temporary directory cannot be written (disk full)
     └── ResourceExhausted       out_of_memory   the model ran out of memory even at batch size 1
 
 `to_response()` is the one place an error becomes the job's `{"error": ...}` output. Anything
@@ -22,13 +23,12 @@ class WorkerError(Exception):
     refresh_worker = False
 
     def __init__(self, message: str, field: Optional[str] = None):
-        super().__init__(message)
+        super().__init__(f"{field}: {message}" if field else message)
         self.message = message
         self.field = field
 
     def to_response(self) -> dict:
-        text = f"{self.field}: {self.message}" if self.field else self.message
-        response = {"error": text, "error_code": self.code}
+        response = {"error": str(self), "error_code": self.code}
         if self.field:
             response["error_field"] = self.field
         if self.refresh_worker:
@@ -56,5 +56,12 @@ class UnsafeURL(DownloadError):
     code = "unsafe_url"
 
 
+class StorageError(WorkerError):
+    code = "storage_failed"
+
+
 class ResourceExhausted(WorkerError):
+    """Raised after retries with smaller batches; the GPU state is suspect, so ask for a fresh worker."""
+
     code = "out_of_memory"
+    refresh_worker = True

@@ -1,0 +1,43 @@
+"""`python -m worker`: read settings, load the model once, then start the RunPod serverless loop.
+
+The SDK parses its own flags from sys.argv (`--test_input '<json>'`, `--rp_serve_api
+--rp_api_port N`, ...), so they keep working unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import runpod
+
+from . import handler as entry
+from .config import Settings, SettingsError
+from .models import ModelError
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"worker: bad setting: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Progress updates post to RunPod's job API, which exists only on RunPod itself.
+    progress = runpod.serverless.progress_update if os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT") else None
+    try:
+        service = entry.Service.from_settings(settings, progress)
+    except ModelError as exc:
+        print(f"worker: cannot load the model: {exc}", file=sys.stderr)
+        return 3
+    entry.set_service(service)
+    config = {"handler": entry.stream_handler if settings.streaming else entry.handler, "concurrency_modifier": entry.concurrency_modifier}
+    if settings.streaming:
+        config["return_aggregate_stream"] = True
+    runpod.serverless.start(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

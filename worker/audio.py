@@ -1,0 +1,94 @@
+"""Decoding any container PyAV reads into 16 kHz mono float32, under a duration limit.
+
+The samples equal faster-whisper's own `decode_audio` (same resampler settings, s16 then /32768),
+so the worker hears exactly what faster-whisper would. Unlike it, decoding refuses long audio
+early: from the container's declared duration when it has one, and by a running sample count
+while decoding when it does not (or lies), so hours of audio are never held in memory.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import BinaryIO, Union
+
+import av
+import numpy as np
+
+from .errors import AudioError, AudioTooLong
+
+SAMPLE_RATE = 16000
+SILENCE_PEAK = 1e-4  # about -80 dBFS: nothing a microphone records is this quiet
+MAX_CHANNELS = 64
+
+
+def decode_audio(source: Union[str, bytes, BinaryIO], max_seconds: float) -> np.ndarray:
+    """Return mono float32 samples at 16 kHz; AudioError for anything that is not usable audio."""
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    max_samples = int(max_seconds * SAMPLE_RATE)
+    try:
+        with av.open(source, mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise AudioError("contains no audio stream", field="audio")
+            stream = container.streams.audio[0]
+            _check_declared(container, stream, max_seconds)
+            samples = _decode_stream(container, stream, max_samples, max_seconds)
+    except (AudioError, MemoryError):
+        raise
+    except av.error.FFmpegError as exc:
+        raise AudioError(f"cannot decode audio: {exc.strerror or type(exc).__name__}", field="audio") from None
+    except (ValueError, OSError, EOFError, IndexError) as exc:
+        raise AudioError(f"cannot decode audio: {exc}", field="audio") from None
+    if samples.size == 0:
+        raise AudioError("contains no audio samples (empty or unreadable)", field="audio")
+    if float(np.max(np.abs(samples))) < SILENCE_PEAK:
+        raise AudioError("is silent (no signal above -80 dBFS)", field="audio")
+    return samples
+
+
+def _check_declared(container, stream, max_seconds: float) -> None:
+    declared = None
+    if stream.duration is not None and stream.time_base is not None:
+        declared = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        declared = container.duration / av.time_base
+    if declared is not None and declared > max_seconds:
+        raise AudioTooLong(f"is {declared:.0f} s long, over the {max_seconds:g} s limit", field="audio")
+    channels = stream.codec_context.channels or 0
+    if channels > MAX_CHANNELS:
+        raise AudioError(f"has {channels} channels; at most {MAX_CHANNELS} are accepted", field="audio")
+
+
+def _decode_stream(container, stream, max_samples: int, max_seconds: float) -> np.ndarray:
+    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    parts = []
+    total = 0
+
+    def take(frames) -> None:
+        nonlocal total
+        for frame in frames:
+            array = frame.to_ndarray().reshape(-1)
+            total += array.size
+            if total > max_samples:
+                raise AudioTooLong(f"is longer than the {max_seconds:g} s limit", field="audio")
+            parts.append(array)
+
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except av.error.InvalidDataError:
+            continue
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError:
+            continue  # a corrupt packet: skip it, as faster-whisper does
+        for frame in frames:
+            frame.pts = None
+            take(resampler.resample(frame))
+    take(resampler.resample(None))
+    if not parts:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(parts).astype(np.float32) / 32768.0

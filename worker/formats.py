@@ -1,0 +1,91 @@
+"""Pure functions from a Transcript to the output shapes: OpenAI json/verbose_json/text/srt/vtt and
+the output of runpod-workers/worker-faster_whisper for clients of that worker."""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+from .transcript import Segment, Transcript
+
+
+def timestamp(seconds: float, decimal: str) -> str:
+    """HH:MM:SS<decimal>mmm, hours always present (both SRT and WebVTT parsers accept that)."""
+    millis = max(0, int(round(seconds * 1000)))
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
+
+
+def _cues(segments: Iterable[Segment]):
+    for segment in segments:
+        text = segment.text.strip()
+        if not text:
+            continue
+        start = max(0.0, segment.start)
+        yield start, max(start, segment.end), text
+
+
+def to_srt(segments: Iterable[Segment]) -> str:
+    blocks = []
+    for index, (start, end, text) in enumerate(_cues(segments), start=1):
+        text = text.replace("-->", "->")
+        blocks.append(f"{index}\n{timestamp(start, ',')} --> {timestamp(end, ',')}\n{text}\n")
+    return "\n".join(blocks)
+
+
+def to_vtt(segments: Iterable[Segment]) -> str:
+    blocks = ["WEBVTT\n"]
+    for start, end, text in _cues(segments):
+        text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        blocks.append(f"{timestamp(start, '.')} --> {timestamp(end, '.')}\n{text}\n")
+    return "\n".join(blocks)
+
+
+def to_text(segments: Iterable[Segment], separator: str = " ") -> str:
+    return separator.join(segment.text.strip() for segment in segments if segment.text.strip())
+
+
+FORMATTERS = {"text": to_text, "srt": to_srt, "vtt": to_vtt}
+
+
+def openai_output(transcript: Transcript, response_format: str, task: str, with_words: bool) -> dict:
+    if response_format == "json":
+        return {"text": transcript.text}
+    output = {
+        "task": task,
+        "language": transcript.language,
+        "language_probability": round(transcript.language_probability, 4),
+        "duration": round(transcript.duration, 3),
+        "duration_after_vad": round(transcript.duration_after_vad, 3),
+        "text": transcript.text,
+        "segments": transcript.segment_dicts(with_words),
+    }
+    if with_words:
+        output["words"] = [vars(word).copy() for word in transcript.words]
+    if response_format in FORMATTERS and response_format != "text":
+        output[response_format] = FORMATTERS[response_format](transcript.segments)
+    return output
+
+
+LEGACY_FORMATTERS = {
+    "plain_text": lambda segments: to_text(segments, " "),
+    "formatted_text": lambda segments: to_text(segments, "\n"),
+    "srt": to_srt,
+    "vtt": to_vtt,
+}
+
+
+def legacy_output(transcript: Transcript, transcription: str, translation: Optional[Transcript], translation_format: str, with_words: bool, device: str, model: str) -> dict:
+    """The keys worker-faster_whisper returns, so its clients keep working unchanged."""
+    output = {
+        "segments": transcript.segment_dicts(with_words=False),
+        "detected_language": transcript.language,
+        "transcription": LEGACY_FORMATTERS[transcription](transcript.segments),
+        "translation": LEGACY_FORMATTERS[translation_format](translation.segments) if translation else None,
+        "device": device,
+        "model": model,
+    }
+    if with_words:
+        output["word_timestamps"] = [{"word": w.word, "start": w.start, "end": w.end} for w in transcript.words]
+    return output

@@ -1,0 +1,239 @@
+"""The RunPod entry points: `handler(job)` (async) and `stream_handler(job)` (async generator).
+
+Importing this module starts nothing: the Service (settings + loaded engine) is built on first
+use from the environment, or injected with `set_service()` by `python -m worker` and by tests.
+
+One job: validate the request -> fetch the audio into a per-job temporary directory -> decode ->
+transcribe (in a worker thread, so the event loop keeps serving other jobs) -> format. The
+temporary directory is removed whatever happens. Caller mistakes become `{"error": ...}`; bugs
+raise so the SDK reports them with a trace, and the next job is served either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+import threading
+import time
+from typing import Any, AsyncIterator, Callable, Optional
+
+import numpy as np
+
+from . import fetch
+from .audio import SAMPLE_RATE, decode_audio
+from .config import Settings
+from .errors import StorageError, WorkerError
+from .formats import legacy_output, openai_output
+from .request import TranscriptionRequest, parse_request
+from .scheduler import Cancelled
+from .transcript import Segment, Timings, Transcript
+
+log = logging.getLogger("worker.jobs")
+
+ProgressSink = Callable[[dict, dict], None]  # (job, progress payload)
+PROGRESS_EVERY_SECONDS = 5.0
+
+
+class Service:
+    """Everything a job needs, built once: settings, the engine (model loaded), progress sink."""
+
+    def __init__(self, settings: Settings, engine, progress: Optional[ProgressSink] = None):
+        self.settings = settings
+        self.engine = engine
+        self.progress = progress
+        self.limits = fetch.FetchLimits(settings.max_download_bytes, settings.download_timeout, settings.allow_private_urls)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, progress: Optional[ProgressSink] = None) -> "Service":
+        from .engine import Engine
+        from .models import load_model
+
+        return cls(settings, Engine(load_model(settings), settings), progress)
+
+    # -- async entry points ---------------------------------------------------------------
+    async def run(self, job: dict) -> dict:
+        cancelled = threading.Event()
+        try:
+            return await asyncio.to_thread(self.process, job, None, cancelled)
+        except asyncio.CancelledError:
+            cancelled.set()  # the thread stops at its next window; queued windows are dropped
+            raise
+
+    async def stream(self, job: dict) -> AsyncIterator[dict]:
+        """Yield {"type": "segment", ...} as segments are decoded, then the full result."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def on_segment(segment: Segment, done: float) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, {"type": "segment", "progress": round(done, 4), "segment": _segment_event(segment)})
+
+        wants_stream = isinstance(job.get("input"), dict) and job["input"].get("stream") is True
+        task = asyncio.ensure_future(asyncio.to_thread(self.process, job, on_segment if wants_stream else None, cancelled))
+        try:
+            while not (task.done() and events.empty()):
+                getter = asyncio.ensure_future(events.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                else:
+                    getter.cancel()
+            result = task.result()
+            yield {"type": "result", **result} if wants_stream and "error" not in result else result
+        finally:
+            if not task.done():
+                cancelled.set()
+
+    # -- the job itself (runs in a worker thread) -----------------------------------------
+    def process(self, job: dict, on_segment=None, cancelled: Optional[threading.Event] = None) -> dict:
+        job_id = str(job.get("id", "local")) if isinstance(job, dict) else "local"
+        started = time.perf_counter()
+        timings = Timings()
+        audio_seconds = 0.0
+        source = "-"
+        outcome = "crashed"  # stays so only if a bug escapes
+        try:
+            request = parse_request(job.get("input") if isinstance(job, dict) else None, self.settings)
+            source = _describe_source(request)
+            self.engine.check(request)
+            audio = self._load_audio(request, timings)
+            audio_seconds = audio.size / SAMPLE_RATE
+            report = self._progress_reporter(job, on_segment)
+            transcript = self.engine.transcribe(audio, request, job_id, report, cancelled)
+            translation = None
+            if request.legacy and request.legacy.translate:
+                translation = self.engine.transcribe(audio, request.model_copy(update={"task": "translate"}), job_id, None, cancelled)
+            output = self._output(request, transcript, translation, timings, started)
+            outcome = "ok"
+        except WorkerError as exc:
+            output = exc.to_response()
+            outcome = exc.code
+        except Cancelled:
+            output = {"error": "job cancelled", "error_code": "cancelled"}
+            outcome = "cancelled"
+        finally:
+            total = time.perf_counter() - started
+            log.info(
+                "job=%s outcome=%s source=%s audio_s=%.2f download_s=%.3f decode_s=%.3f total_s=%.3f",
+                job_id, outcome, source, audio_seconds, timings.download, timings.decode, total,
+            )
+        return output
+
+    def _load_audio(self, request: TranscriptionRequest, timings: Timings) -> np.ndarray:
+        settings = self.settings
+        if request.audio_base64 is not None:
+            started = time.perf_counter()
+            data = fetch.decode_base64(request.audio_base64, settings.max_download_bytes)
+            timings.download = time.perf_counter() - started
+            return self._decode(data, timings)
+        if not fetch.is_url(request.audio):
+            path = fetch.check_local_path(request.audio, settings.allow_local_files, settings.max_download_bytes)
+            return self._decode(path, timings)
+        try:
+            with tempfile.TemporaryDirectory(prefix="whisper-job-", dir=settings.temp_dir) as workdir:
+                started = time.perf_counter()
+                path = os.path.join(workdir, "audio")
+                fetch.download(request.audio, path, self.limits)
+                timings.download = time.perf_counter() - started
+                return self._decode(path, timings)
+        except OSError as exc:
+            raise StorageError(f"cannot use temporary storage: {exc.strerror or exc}") from None
+
+    def _decode(self, source, timings: Timings) -> np.ndarray:
+        started = time.perf_counter()
+        audio = decode_audio(source, self.settings.max_audio_seconds)
+        timings.decode = time.perf_counter() - started
+        return audio
+
+    def _progress_reporter(self, job: dict, on_segment):
+        if self.progress is None:
+            return on_segment
+        last = {"at": 0.0, "done": 0.0}
+
+        def report(segment: Segment, done: float) -> None:
+            if on_segment is not None:
+                on_segment(segment, done)
+            now = time.monotonic()
+            if now - last["at"] >= PROGRESS_EVERY_SECONDS or done - last["done"] >= 0.1:
+                last.update(at=now, done=done)
+                self.progress(job, {"progress": round(done, 3), "segments": segment.id + 1})
+
+        return report
+
+    def _output(self, request: TranscriptionRequest, transcript: Transcript, translation: Optional[Transcript], timings: Timings, started: float) -> dict:
+        model = self.engine.model
+        if request.legacy:
+            output = legacy_output(
+                transcript, request.legacy.transcription, translation, request.legacy.translation,
+                request.word_timestamps, model.device, model.name,
+            )
+        else:
+            output = openai_output(transcript, request.response_format, request.task, request.word_timestamps)
+        engine_timings = transcript.timings
+        total = time.perf_counter() - started
+        audio_seconds = transcript.duration
+        output["metrics"] = {
+            "download_seconds": round(timings.download, 4),
+            "decode_seconds": round(timings.decode, 4),
+            "vad_seconds": round(engine_timings.vad, 4),
+            "queue_seconds": round(engine_timings.queue, 4),
+            "inference_seconds": round(engine_timings.inference, 4),
+            "total_seconds": round(total, 4),
+            "audio_seconds": round(audio_seconds, 3),
+            "real_time_factor": round(total / audio_seconds, 5) if audio_seconds else None,
+            "mode": "batched" if request.is_batched else "sequential",
+            "batch_size": request.batch_size,
+            "model": model.name,
+            "compute_type": model.compute_type,
+            "device": model.device,
+        }
+        return output
+
+
+def _segment_event(segment: Segment) -> dict:
+    event = {"id": segment.id, "start": segment.start, "end": segment.end, "text": segment.text}
+    if segment.words is not None:
+        event["words"] = [vars(word).copy() for word in segment.words]
+    return event
+
+
+def _describe_source(request: TranscriptionRequest) -> str:
+    """What the log may say about the audio: never bytes, base64 or query strings."""
+    if request.audio_base64 is not None:
+        return f"base64({len(request.audio_base64)} chars)"
+    if fetch.is_url(request.audio):
+        return fetch.redact(request.audio)
+    return "local-file"
+
+
+# -- module-level entry points for the RunPod SDK ------------------------------------------
+_service: Optional[Service] = None
+_service_lock = threading.Lock()
+
+
+def set_service(service: Optional[Service]) -> None:
+    global _service
+    _service = service
+
+
+def get_service() -> Service:
+    global _service
+    with _service_lock:
+        if _service is None:
+            _service = Service.from_settings(Settings.from_env())
+        return _service
+
+
+async def handler(job: dict) -> dict:
+    return await get_service().run(job)
+
+
+async def stream_handler(job: dict) -> AsyncIterator[dict]:
+    async for item in get_service().stream(job):
+        yield item
+
+
+def concurrency_modifier(current: Any) -> int:
+    return get_service().settings.concurrency

@@ -1,0 +1,277 @@
+"""The input schema: one typed request, every option declared once, clear errors naming the field.
+
+Flow: `parse_request(job_input, settings)` maps the legacy names of runpod-workers/
+worker-faster_whisper onto ours, validates with pydantic (unknown fields refused), fills
+settings-dependent defaults, then refuses option combinations the chosen mode would ignore.
+The engine reads `decoding_options()`; nothing else turns fields into faster-whisper arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Literal, Optional, Union
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from .config import Settings
+from .errors import RequestError
+
+DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+MAX_URL_LENGTH = 8192
+MAX_PROMPT_CHARS = 4000
+
+# Options handed to faster-whisper's transcribe() unchanged, under the same name.
+DECODING_FIELDS = (
+    "language", "task", "word_timestamps", "vad_filter", "beam_size", "best_of", "patience",
+    "length_penalty", "repetition_penalty", "no_repeat_ngram_size", "temperature",
+    "compression_ratio_threshold", "log_prob_threshold", "no_speech_threshold",
+    "condition_on_previous_text", "initial_prompt", "hotwords", "suppress_tokens",
+    "without_timestamps", "hallucination_silence_threshold", "multilingual",
+)
+
+# Options faster-whisper's batched pipeline does not use: refused when batch_size > 1.
+SEQUENTIAL_ONLY = {
+    "condition_on_previous_text": "batched decoding never conditions on previous text",
+    "compression_ratio_threshold": "batched decoding has no temperature fallback",
+    "log_prob_threshold": "batched decoding has no temperature fallback",
+    "no_speech_threshold": "batched decoding does not skip silent windows by threshold",
+    "hallucination_silence_threshold": "batched decoding does not skip hallucinated silences",
+    "best_of": "batched decoding has no sampling fallback",
+}
+
+LEGACY_ONLY_FIELDS = {
+    "transcription", "translate", "translation", "enable_vad", "logprob_threshold",
+    "temperature_increment_on_fallback", "model",
+}
+LEGACY_FORMATS = ("plain_text", "formatted_text", "srt", "vtt")
+
+
+class VadParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    neg_threshold: Optional[float] = Field(None, ge=0.0, le=1.0)
+    min_speech_duration_ms: int = Field(0, ge=0, le=60_000)
+    max_speech_duration_s: float = Field(float("inf"), gt=0.0)
+    min_silence_duration_ms: int = Field(2000, ge=0, le=600_000)
+    speech_pad_ms: int = Field(400, ge=0, le=10_000)
+
+
+class TranscriptionRequest(BaseModel):
+    """One job's input after validation. Field names are the public API (see README)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    audio: Optional[str] = Field(None, min_length=1, max_length=MAX_URL_LENGTH)
+    audio_base64: Optional[str] = Field(None, min_length=1)
+    language: Optional[str] = Field(None, max_length=32)
+    task: Literal["transcribe", "translate"] = "transcribe"
+    response_format: Literal["json", "verbose_json", "text", "srt", "vtt"] = "verbose_json"
+    word_timestamps: bool = False
+    vad_filter: bool = True
+    vad_parameters: Optional[VadParameters] = None
+    batch_size: Optional[int] = Field(None, ge=1, le=256)
+    stream: bool = False
+    beam_size: int = Field(5, ge=1, le=32)
+    best_of: int = Field(5, ge=1, le=32)
+    patience: float = Field(1.0, gt=0.0, le=10.0)
+    length_penalty: float = Field(1.0, ge=0.0, le=10.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
+    no_repeat_ngram_size: int = Field(0, ge=0, le=100)
+    temperature: Union[float, List[float]] = list(DEFAULT_TEMPERATURES)
+    compression_ratio_threshold: Optional[float] = Field(2.4, gt=0.0)
+    log_prob_threshold: Optional[float] = -1.0
+    no_speech_threshold: Optional[float] = Field(0.6, ge=0.0, le=1.0)
+    condition_on_previous_text: bool = True
+    initial_prompt: Optional[str] = Field(None, max_length=MAX_PROMPT_CHARS)
+    hotwords: Optional[str] = Field(None, max_length=MAX_PROMPT_CHARS)
+    suppress_tokens: List[int] = Field(default_factory=lambda: [-1], max_length=1000)
+    without_timestamps: bool = False
+    hallucination_silence_threshold: Optional[float] = Field(None, gt=0.0)
+    multilingual: bool = False
+    # Set by parse_request for requests that use runpod-workers/worker-faster_whisper names.
+    _legacy: Optional["LegacyOutput"] = PrivateAttr(None)
+
+    @field_validator("temperature", mode="before")
+    @classmethod
+    def _int_temperature(cls, value: Any) -> Any:
+        # Strict mode refuses 0 for a float; JSON clients write 0 as often as 0.0.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, list):
+            return [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature_range(cls, value: Union[float, List[float]]) -> Union[float, List[float]]:
+        values = value if isinstance(value, list) else [value]
+        if not values or len(values) > 20:
+            raise ValueError("must be a number or a list of 1 to 20 numbers")
+        if any(not (0.0 <= v <= 2.0) for v in values):
+            raise ValueError("every temperature must be between 0 and 2")
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return None
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+        code = value.strip().lower()
+        if code not in _LANGUAGE_CODES:
+            raise ValueError(f"unknown language code {value!r}; use an ISO 639-1 code such as 'en', or omit it to detect")
+        return code
+
+    @property
+    def legacy(self) -> Optional["LegacyOutput"]:
+        return self._legacy
+
+    @property
+    def temperatures(self) -> List[float]:
+        return self.temperature if isinstance(self.temperature, list) else [self.temperature]
+
+    @property
+    def is_batched(self) -> bool:
+        return (self.batch_size or 1) > 1
+
+    def decoding_options(self) -> dict:
+        """The keyword arguments for faster-whisper's transcribe(), in its own names."""
+        options = {name: getattr(self, name) for name in DECODING_FIELDS}
+        options["vad_parameters"] = self.vad_parameters.model_dump(exclude_none=True) if self.vad_parameters else None
+        if self.is_batched:
+            for name in SEQUENTIAL_ONLY:
+                options.pop(name)
+            options["batch_size"] = self.batch_size
+        return options
+
+
+class LegacyOutput(BaseModel):
+    """What a worker-faster_whisper client asked for: output shape and the translation pass."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transcription: str = "plain_text"
+    translate: bool = False
+    translation: str = "plain_text"
+
+
+TranscriptionRequest.model_rebuild()
+
+
+def parse_request(job_input: Any, settings: Settings) -> TranscriptionRequest:
+    """Validate one job's input; every failure is a RequestError naming the field."""
+    if not isinstance(job_input, dict):
+        raise RequestError(f"must be a JSON object, got {_json_type(job_input)}", field="input")
+    data = dict(job_input)
+    legacy = _take_legacy(data) if LEGACY_ONLY_FIELDS & data.keys() else None
+    if legacy is not None:
+        _check_legacy_model(legacy.pop("model", None), settings)
+        data.setdefault("batch_size", 1)  # that worker decodes sequentially
+    try:
+        request = TranscriptionRequest.model_validate(data)
+        if legacy is not None:
+            request._legacy = LegacyOutput.model_validate(legacy)
+    except ValidationError as exc:
+        raise _as_request_error(exc) from None
+    _check_audio_source(request)
+    if request.batch_size is None:
+        request.batch_size = settings.batch_size
+    _check_mode(request)
+    if request.stream and not settings.streaming:
+        raise RequestError("streaming is disabled on this endpoint (set WHISPER_STREAMING=true)", field="stream")
+    return request
+
+
+def _take_legacy(data: dict) -> dict:
+    """Rename worker-faster_whisper inputs to ours; a name given both ways is refused."""
+    renames = {"enable_vad": "vad_filter", "logprob_threshold": "log_prob_threshold"}
+    for old, new in renames.items():
+        if old in data:
+            if new in data:
+                raise RequestError(f"give either {old} or {new}, not both", field=old)
+            data[new] = data.pop(old)
+    data.setdefault("vad_filter", False)  # that worker's default
+    if isinstance(data.get("suppress_tokens"), str):
+        try:
+            data["suppress_tokens"] = [int(t) for t in data["suppress_tokens"].split(",") if t.strip()]
+        except ValueError:
+            raise RequestError("must be a comma-separated list of token ids", field="suppress_tokens") from None
+    if "temperature_increment_on_fallback" in data:
+        increment = data.pop("temperature_increment_on_fallback")
+        start = data.get("temperature", 0.0)
+        if increment is not None:
+            if not _is_number(increment) or increment <= 0:
+                raise RequestError("must be a positive number or null", field="temperature_increment_on_fallback")
+            if not _is_number(start):
+                raise RequestError("must be a number when temperature_increment_on_fallback is given", field="temperature")
+            data["temperature"] = [round(float(t), 6) for t in np.arange(start, 1.0 + 1e-6, increment)]
+    legacy: dict = {"model": data.pop("model", None)}
+    for name in ("transcription", "translate", "translation"):
+        if name in data:
+            legacy[name] = data.pop(name)
+    for name in ("transcription", "translation"):
+        if name in legacy and legacy[name] not in LEGACY_FORMATS:
+            raise RequestError(f"must be one of {', '.join(LEGACY_FORMATS)}", field=name)
+    if "translate" in legacy and not isinstance(legacy["translate"], bool):
+        raise RequestError("must be true or false", field="translate")
+    return legacy
+
+
+def _check_legacy_model(model: Any, settings: Settings) -> None:
+    if model is None:
+        return
+    if not isinstance(model, str):
+        raise RequestError("must be a string", field="model")
+    if model != settings.model:
+        raise RequestError(f"this endpoint serves {settings.model!r}; it cannot load {model!r} per request", field="model")
+
+
+def _check_audio_source(request: TranscriptionRequest) -> None:
+    given = [name for name in ("audio", "audio_base64") if getattr(request, name)]
+    if not given:
+        raise RequestError("give audio (a URL) or audio_base64", field="audio")
+    if len(given) == 2:
+        raise RequestError("give audio or audio_base64, not both", field="audio_base64")
+
+
+def _check_mode(request: TranscriptionRequest) -> None:
+    """Refuse what the chosen decoding mode would silently ignore."""
+    explicit = request.model_fields_set
+    if request.is_batched:
+        for name, why in SEQUENTIAL_ONLY.items():
+            if name in explicit:
+                raise RequestError(f"{why}; send batch_size=1 for sequential decoding", field=name)
+        if len(request.temperatures) > 1 and "temperature" in explicit:
+            raise RequestError("batched decoding uses a single temperature; send one number or batch_size=1", field="temperature")
+        if "temperature" not in explicit:
+            request.temperature = DEFAULT_TEMPERATURES[0]
+    if request.hallucination_silence_threshold is not None and not request.word_timestamps:
+        raise RequestError("needs word_timestamps=true", field="hallucination_silence_threshold")
+    if request.vad_parameters is not None and not request.vad_filter:
+        raise RequestError("has no effect with vad_filter=false", field="vad_parameters")
+    if request.legacy and request.response_format != "verbose_json" and "response_format" in explicit:
+        raise RequestError("legacy requests choose their format with `transcription`", field="response_format")
+
+
+def _as_request_error(exc: ValidationError) -> RequestError:
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"] if isinstance(part, str)]
+    # pydantic appends the union member's type name (e.g. temperature.float); keep the field path.
+    field = ".".join(part for part in loc if part not in ("float", "int", "list[float]", "str", "bool"))
+    field = field or "input"
+    if error["type"] == "extra_forbidden":
+        return RequestError("unknown field", field=field)
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"].endswith("_type") or error["type"] == "literal_error":
+        message = f"{message} (got {_json_type(error.get('input'))})"
+    return RequestError(message, field=field)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}.get(type(value), type(value).__name__)

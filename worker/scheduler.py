@@ -1,0 +1,207 @@
+"""Cross-job batching: validate -> queue -> batcher -> backend, in one background thread.
+
+Every batched job (batch_size > 1) hands its 30-second windows here instead of calling the model
+itself. The batcher thread takes windows from all queued jobs that share decoding settings,
+round-robin one window per job per turn (so a long file cannot starve short ones), until
+`max_batch_size` windows are gathered or `max_wait` has passed since the oldest window arrived,
+then runs one encode + generate for all of them and hands each job its own rows back.
+
+Rows are independent in CTranslate2's batched Whisper decoding (every window is padded to 30 s
+and every prompt in a group is the same), so a job's result does not depend on its neighbours;
+the tests check this against the same jobs run alone. A job's post-processing (segment
+splitting, word timing with its running last-speech timestamp) stays in the job's own thread.
+
+Cancelled jobs leave the queue: their windows that have not started are never computed.
+Out-of-memory in a batch is retried by halves; a single window that still fails is reported to
+the jobs it belongs to as ResourceExhausted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable, List, Optional
+
+import numpy as np
+
+from .errors import ResourceExhausted
+
+log = logging.getLogger(__name__)
+
+
+class Cancelled(Exception):
+    """The job was cancelled (client cancel, timeout); its windows were dropped."""
+
+
+@dataclass
+class WindowRequest:
+    """A job's group of windows waiting for the model."""
+
+    key: Hashable
+    features: np.ndarray  # (n, n_mels, 3000)
+    context: Any  # what the backend needs besides features (tokenizer, options)
+    job_id: str
+    cancelled: threading.Event
+    future: Future = field(default_factory=Future)
+    next_row: int = 0
+    results: List[Any] = field(default_factory=list)
+    enqueued_at: float = field(default_factory=time.monotonic)
+    started_at: Optional[float] = None
+    inference_seconds: float = 0.0
+
+    @property
+    def size(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def pending(self) -> int:
+        return self.size - self.next_row
+
+
+# backend(features, context) -> one result per row, in order
+Backend = Callable[[np.ndarray, Any], List[Any]]
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "out of memory" in text or "cudaerrormemoryallocation" in text
+
+
+class BatchScheduler:
+    def __init__(self, backend: Backend, max_batch_size: int, max_wait_s: float):
+        self._backend = backend
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self._queue: deque[WindowRequest] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: Optional[threading.Thread] = None
+        self.batches_run = 0
+        self.batch_sizes: List[int] = []
+
+    # -- job side -------------------------------------------------------------------------
+    def run(self, key: Hashable, features: np.ndarray, context: Any, job_id: str, cancelled: threading.Event) -> WindowRequest:
+        """Queue the windows, wait for all their rows, return the finished request."""
+        request = WindowRequest(key=key, features=features, context=context, job_id=job_id, cancelled=cancelled)
+        if request.size == 0:
+            request.future.set_result([])
+            return request
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("scheduler is closed")
+            self._ensure_thread()
+            self._queue.append(request)
+            self._cond.notify_all()
+        while True:
+            try:
+                request.future.result(timeout=0.1)
+                return request
+            except TimeoutError:
+                if cancelled.is_set():
+                    self._drop(request)
+            except Cancelled:
+                raise
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _drop(self, request: WindowRequest) -> None:
+        with self._cond:
+            if request in self._queue:
+                self._queue.remove(request)
+        if not request.future.done():
+            request.future.set_exception(Cancelled(f"job {request.job_id} cancelled"))
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="whisper-batcher", daemon=True)
+            self._thread.start()
+
+    # -- batcher side ---------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._execute(batch)
+
+    def _next_batch(self) -> Optional[List[tuple]]:
+        """Wait for windows, then take up to max_batch_size rows of one key, round-robin by job."""
+        with self._cond:
+            while True:
+                self._purge_cancelled()
+                if self._closed and not self._queue:
+                    return None
+                if not self._queue:
+                    self._cond.wait()
+                    continue
+                head = self._queue[0]
+                same_key = [r for r in self._queue if r.key == head.key]
+                ready = sum(r.pending for r in same_key)
+                waited = time.monotonic() - head.enqueued_at
+                if ready >= self.max_batch_size or waited >= self.max_wait_s or self._closed:
+                    break
+                self._cond.wait(timeout=self.max_wait_s - waited)
+            rows = []
+            for request in itertools.cycle(same_key):
+                if len(rows) >= self.max_batch_size or all(r.pending == 0 for r in same_key):
+                    break
+                if request.pending:
+                    rows.append((request, request.next_row))
+                    request.next_row += 1
+            for request in same_key:
+                if request.pending == 0:
+                    self._queue.remove(request)
+            return rows
+
+    def _purge_cancelled(self) -> None:
+        for request in [r for r in self._queue if r.cancelled.is_set()]:
+            self._queue.remove(request)
+            if not request.future.done():
+                request.future.set_exception(Cancelled(f"job {request.job_id} cancelled"))
+
+    def _execute(self, rows: List[tuple]) -> None:
+        # Rows of one request are contiguous after a stable sort, so results go back in order.
+        rows.sort(key=lambda row: (id(row[0]), row[1]))
+        started = time.monotonic()
+        for request, _ in rows:
+            if request.started_at is None:
+                request.started_at = started
+        try:
+            outputs = self._run_with_oom_retry(rows)
+        except Exception as exc:  # noqa: BLE001 - delivered to every job in the batch
+            for request in {id(r): r for r, _ in rows}.values():
+                if not request.future.done():
+                    request.future.set_exception(exc)
+            return
+        elapsed = time.monotonic() - started
+        self.batches_run += 1
+        self.batch_sizes.append(len(rows))
+        for (request, _), output in zip(rows, outputs):
+            request.results.append(output)
+        for request in {id(r): r for r, _ in rows}.values():
+            request.inference_seconds += elapsed
+            if len(request.results) == request.size and not request.future.done():
+                request.future.set_result(request.results)
+
+    def _run_with_oom_retry(self, rows: List[tuple]) -> List[Any]:
+        features = np.stack([request.features[index] for request, index in rows])
+        try:
+            return self._backend(features, rows[0][0].context)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if len(rows) == 1:
+                raise ResourceExhausted("out of memory decoding a single 30 s window", field=None) from exc
+            half = len(rows) // 2
+            log.warning("out of memory with %d windows; retrying as %d + %d", len(rows), half, len(rows) - half)
+            return self._run_with_oom_retry(rows[:half]) + self._run_with_oom_retry(rows[half:])
