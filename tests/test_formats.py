@@ -1,0 +1,72 @@
+"""Output shapes: SRT and WebVTT must survive real parsers; hours are always written."""
+
+import io
+
+import srt
+import webvtt
+
+from worker.formats import legacy_output, openai_output, timestamp, to_srt, to_text, to_vtt
+from worker.transcript import Segment, Transcript, Word
+
+
+def segment(i, start, end, text, words=None):
+    return Segment(id=i, seek=0, start=start, end=end, text=text, tokens=[1, 2], temperature=0.0,
+                   avg_logprob=-0.2, compression_ratio=1.1, no_speech_prob=0.01, words=words)
+
+
+SEGMENTS = [
+    segment(0, 0.0, 2.5, " Hello <world> & friends --> there", [Word(0.0, 1.0, " Hello", 0.9)]),
+    segment(1, 2.5, 2.5, "   "),  # empty cue: dropped
+    segment(2, 3725.5, 3730.125, " An hour later."),
+    segment(3, 3731.0, 3730.0, " End before start."),  # clamped, never negative duration
+]
+TRANSCRIPT = Transcript(language="en", language_probability=0.98, duration=3731.0, duration_after_vad=10.0, segments=SEGMENTS)
+
+
+def test_timestamp_always_has_hours():
+    assert timestamp(0, ".") == "00:00:00.000"
+    assert timestamp(3725.5, ",") == "01:02:05,500"
+    assert timestamp(59.9996, ".") == "00:01:00.000"
+
+
+def test_vtt_parses_with_a_real_parser():
+    text = to_vtt(SEGMENTS)
+    assert text.startswith("WEBVTT\n\n")
+    captions = webvtt.from_buffer(io.StringIO(text)).captions
+    assert [c.start for c in captions] == ["00:00:00.000", "01:02:05.500", "01:02:11.000"]
+    assert captions[0].raw_text == "Hello &lt;world&gt; &amp; friends --&gt; there"
+    assert all(c.end_in_seconds >= c.start_in_seconds for c in captions)
+
+
+def test_srt_parses_with_a_real_parser():
+    subtitles = list(srt.parse(to_srt(SEGMENTS)))
+    assert [s.index for s in subtitles] == [1, 2, 3]
+    assert subtitles[1].start.total_seconds() == 3725.5
+    assert "-->" not in subtitles[0].content
+
+
+def test_text_joins_non_empty_segments():
+    assert to_text(SEGMENTS) == "Hello <world> & friends --> there An hour later. End before start."
+
+
+def test_verbose_json_shape():
+    out = openai_output(TRANSCRIPT, "verbose_json", "transcribe", with_words=True)
+    assert set(out) >= {"text", "language", "language_probability", "duration", "segments", "words"}
+    assert set(out["segments"][0]) == {"id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob",
+                                       "compression_ratio", "no_speech_prob", "words"}
+    assert out["words"] == [{"start": 0.0, "end": 1.0, "word": " Hello", "probability": 0.9}]
+    assert "words" not in openai_output(TRANSCRIPT, "verbose_json", "transcribe", with_words=False)["segments"][0]
+
+
+def test_json_is_text_only_and_srt_vtt_add_the_string():
+    assert openai_output(TRANSCRIPT, "json", "transcribe", False) == {"text": TRANSCRIPT.text}
+    assert openai_output(TRANSCRIPT, "vtt", "transcribe", False)["vtt"].startswith("WEBVTT")
+    assert openai_output(TRANSCRIPT, "srt", "transcribe", False)["srt"].startswith("1\n")
+
+
+def test_legacy_output_keys():
+    out = legacy_output(TRANSCRIPT, "formatted_text", None, "plain_text", True, "cpu", "base")
+    assert set(out) == {"segments", "detected_language", "transcription", "translation", "device", "model", "word_timestamps"}
+    assert out["transcription"].count("\n") == 2
+    assert out["translation"] is None
+    assert out["word_timestamps"] == [{"word": " Hello", "start": 0.0, "end": 1.0}]

@@ -1,0 +1,122 @@
+"""The input schema: defaults, aliases, and a clear error naming the field for every mistake."""
+
+import pytest
+
+from worker.config import Settings
+from worker.errors import RequestError
+from worker.request import DEFAULT_TEMPERATURES, parse_request
+
+SETTINGS = Settings(model="large-v3", batch_size=8)
+
+
+def refused(job_input, settings=SETTINGS) -> RequestError:
+    with pytest.raises(RequestError) as info:
+        parse_request(job_input, settings)
+    return info.value
+
+
+def test_defaults_take_batch_size_from_settings_and_one_temperature():
+    request = parse_request({"audio": "https://example.com/a.wav"}, SETTINGS)
+    assert request.batch_size == 8
+    assert request.is_batched
+    assert request.temperature == 0.0
+    assert request.vad_filter is True
+    assert request.response_format == "verbose_json"
+
+
+def test_sequential_keeps_the_full_temperature_fallback():
+    request = parse_request({"audio": "x.wav", "batch_size": 1}, SETTINGS)
+    assert request.temperatures == list(DEFAULT_TEMPERATURES)
+    options = request.decoding_options()
+    assert options["condition_on_previous_text"] is True
+    assert "batch_size" not in options
+
+
+@pytest.mark.parametrize(
+    "job_input, field",
+    [
+        ({"audio": "a", "colour": "blue"}, "colour"),
+        ({"audio": 5}, "audio"),
+        ({"audio": "a", "beam_size": "5"}, "beam_size"),
+        ({"audio": "a", "beam_size": True}, "beam_size"),
+        ({"audio": "a", "beam_size": 0}, "beam_size"),
+        ({"audio": "a", "word_timestamps": "yes"}, "word_timestamps"),
+        ({"audio": "a", "task": "summarise"}, "task"),
+        ({"audio": "a", "response_format": "docx"}, "response_format"),
+        ({"audio": "a", "language": "klingon"}, "language"),
+        ({"audio": "a", "temperature": [0.0, 9.0], "batch_size": 1}, "temperature"),
+        ({"audio": "a", "temperature": "hot"}, "temperature"),
+        ({"audio": "a", "vad_parameters": {"threshold": 2}}, "vad_parameters.threshold"),
+        ({"audio": "a", "vad_parameters": {"window": 3}}, "vad_parameters.window"),
+        ({"audio": "a", "batch_size": 1000}, "batch_size"),
+        ({}, "audio"),
+        ({"audio": "a", "audio_base64": "AAAA"}, "audio_base64"),
+        ({"audio_base64": ""}, "audio_base64"),
+        ({"audio": "a", "condition_on_previous_text": True}, "condition_on_previous_text"),
+        ({"audio": "a", "temperature": [0.0, 0.2]}, "temperature"),
+        ({"audio": "a", "no_speech_threshold": 0.5}, "no_speech_threshold"),
+        ({"audio": "a", "best_of": 2}, "best_of"),
+        ({"audio": "a", "batch_size": 1, "hallucination_silence_threshold": 2.0}, "hallucination_silence_threshold"),
+        ({"audio": "a", "vad_filter": False, "vad_parameters": {"threshold": 0.4}}, "vad_parameters"),
+        ({"audio": "a", "stream": True}, "stream"),
+        ({"audio": "a", "model": "tiny"}, "model"),
+        ({"audio": "a", "transcription": "pdf"}, "transcription"),
+        ({"audio": "a", "enable_vad": True, "vad_filter": True}, "enable_vad"),
+        ({"audio": "a", "suppress_tokens": "1,x"}, "suppress_tokens"),
+    ],
+)
+def test_every_mistake_names_its_field(job_input, field):
+    error = refused(job_input)
+    assert error.field == field
+    assert str(error).startswith(f"{field}: ")
+    assert error.to_response()["error"] == str(error)
+
+
+@pytest.mark.parametrize("job_input", [None, [], "audio.wav", 3])
+def test_input_must_be_an_object(job_input):
+    assert refused(job_input).field == "input"
+
+
+def test_streaming_allowed_when_the_endpoint_enables_it():
+    request = parse_request({"audio": "a", "stream": True}, Settings(streaming=True))
+    assert request.stream
+
+
+def test_legacy_names_map_onto_ours_and_default_to_sequential():
+    request = parse_request(
+        {
+            "audio": "a", "model": "large-v3", "transcription": "srt", "translate": True,
+            "translation": "vtt", "enable_vad": True, "logprob_threshold": -0.5, "temperature": 0,
+            "temperature_increment_on_fallback": 0.2, "suppress_tokens": "-1",
+        },
+        SETTINGS,
+    )
+    assert request.batch_size == 1
+    assert request.vad_filter is True
+    assert request.log_prob_threshold == -0.5
+    assert request.temperatures == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert request.suppress_tokens == [-1]
+    assert request.legacy.transcription == "srt"
+    assert request.legacy.translate is True
+    assert request.legacy.translation == "vtt"
+
+
+def test_legacy_request_without_vad_flag_gets_that_workers_default():
+    request = parse_request({"audio": "a", "transcription": "plain_text"}, SETTINGS)
+    assert request.vad_filter is False
+
+
+def test_a_user_cannot_smuggle_the_internal_legacy_marker():
+    assert refused({"audio": "a", "legacy": {"transcription": "srt"}}).field == "legacy"
+
+
+def test_decoding_options_are_faster_whisper_keyword_names():
+    import inspect
+
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    sequential = parse_request({"audio": "a", "batch_size": 1, "vad_parameters": {"threshold": 0.3}}, SETTINGS)
+    accepted = set(inspect.signature(WhisperModel.transcribe).parameters)
+    assert set(sequential.decoding_options()) <= accepted
+    batched = parse_request({"audio": "a"}, SETTINGS)
+    assert set(batched.decoding_options()) <= set(inspect.signature(BatchedInferencePipeline.transcribe).parameters)
