@@ -1,0 +1,1 @@
+"""Benchmarks for the Whisper worker: engine comparison (`compare`) and weight export (`export-hf`)."""
