@@ -1,0 +1,193 @@
+"""The handler in-process: every input path, every output shape, every error, nothing left behind."""
+
+import asyncio
+import base64
+import dataclasses
+import io
+import logging
+import os
+
+import pytest
+import srt
+import webvtt
+
+from helpers import LocalServer, references, wer
+from worker.handler import Service
+
+
+@pytest.fixture
+def service(tiny_service, tmp_path):
+    """The session's tiny.en service with its own temp dir, so leftovers can be counted."""
+    settings = dataclasses.replace(tiny_service.settings, temp_dir=str(tmp_path))
+    return Service(settings, tiny_service.engine)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LocalServer() as srv:
+        yield srv
+
+
+JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+
+
+def test_default_output_is_verbose_json_with_metrics(service, run_job, data_dir, tmp_path):
+    out = run_job(service, {"audio": str(data_dir / "jfk.flac"), "word_timestamps": True})
+    assert wer(JFK, out["text"]) < 0.1
+    assert out["language"] == "en" and out["duration"] == 11.0
+    assert out["words"] and all(w["end"] >= w["start"] for w in out["words"])
+    assert all("words" in s for s in out["segments"])
+    metrics = out["metrics"]
+    assert metrics["audio_seconds"] == 11.0 and 0 < metrics["real_time_factor"] < 5
+    assert metrics["inference_seconds"] > 0 and metrics["decode_seconds"] > 0
+    assert (metrics["model"], metrics["compute_type"], metrics["device"]) == (service.settings.model, "int8", "cpu")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", ["json", "text", "srt", "vtt"])
+def test_response_formats(service, run_job, data_dir, fmt):
+    out = run_job(service, {"audio": str(data_dir / "jfk.flac"), "response_format": fmt})
+    assert wer(JFK, out["text"]) < 0.1
+    if fmt == "srt":
+        assert len(list(srt.parse(out["srt"]))) == len(out["segments"])
+    if fmt == "vtt":
+        assert out["vtt"].startswith("WEBVTT")
+        assert len(webvtt.from_buffer(io.StringIO(out["vtt"])).captions) == len(out["segments"])
+
+
+def test_url_input_from_a_local_server(service, run_job, server, tmp_path):
+    out = run_job(service, {"audio": server.url("/data/jfk.flac?X-Signature=secret")})
+    assert wer(JFK, out["text"]) < 0.1
+    assert out["metrics"]["download_seconds"] > 0
+    assert os.listdir(tmp_path) == []
+
+
+def test_base64_input(service, run_job, data_dir):
+    encoded = base64.b64encode((data_dir / "jfk.flac").read_bytes()).decode()
+    assert wer(JFK, run_job(service, {"audio_base64": encoded})["text"]) < 0.1
+
+
+def test_worker_faster_whisper_clients_get_that_workers_output(service, run_job, data_dir):
+    out = run_job(service, {"audio": str(data_dir / "jfk.flac"), "transcription": "vtt", "word_timestamps": True,
+                            "enable_vad": True, "temperature": 0, "temperature_increment_on_fallback": 0.2})
+    assert {"segments", "detected_language", "transcription", "translation", "device", "model", "word_timestamps"} <= set(out)
+    assert out["transcription"].startswith("WEBVTT")
+    assert out["detected_language"] == "en" and out["translation"] is None
+    assert out["metrics"]["mode"] == "sequential"
+
+
+def test_legacy_translation_pass(base_service, run_job, data_dir):
+    out = run_job(base_service, {"audio": str(data_dir / "fleurs/fleurs-de-000.ogg"), "translate": True, "language": "de"})
+    assert out["detected_language"] == "de"
+    assert "hong kong" in out["translation"].lower()
+    assert "hongkong" in out["transcription"].lower().replace(" ", "")
+
+
+def test_sequential_and_batched_agree_on_the_words(service, run_job, data_dir):
+    refs = references(data_dir / "harvard")
+    for name, ref in list(refs.items())[:3]:
+        for batch_size in (1, 4):
+            out = run_job(service, {"audio": str(data_dir / "harvard" / name), "batch_size": batch_size})
+            assert wer(ref, out["text"]) < 0.25, (name, batch_size, out["text"])
+
+
+def noise_wav() -> str:
+    import numpy as np
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="wav") as out:
+        stream = out.add_stream("pcm_s16le", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), dtype=np.int16), format="s16", layout="mono")
+        frame.rate = 16000
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.mark.parametrize("job_input, needle", [
+    ({}, "audio: give audio"),
+    ({"audio": "a", "audio_base64": "AAAA"}, "audio_base64: give audio or audio_base64, not both"),
+    ({"audio_base64": "%%%"}, "audio_base64: is not valid base64"),
+    ({"audio_base64": base64.b64encode(b"definitely not audio" * 50).decode()}, "audio: cannot decode audio"),
+    ({"audio_base64": noise_wav()}, "audio: is silent"),
+    ({"audio": "/nonexistent/file.wav"}, "audio: no such file"),
+    ({"audio": "ftp://example.com/a.wav"}, "audio: only http and https"),
+    ({"audio": "jfk.flac", "beam_size": "wide"}, "beam_size: Input should be a valid integer"),
+    ({"audio": "jfk.flac", "unknown_option": 1}, "unknown_option: unknown field"),
+    ({"audio": "jfk.flac", "language": "de"}, "language: model"),
+])
+def test_bad_inputs_get_a_clear_error_and_the_next_job_is_served(service, run_job, data_dir, tmp_path, job_input, needle):
+    out = run_job(service, job_input)
+    assert needle in out["error"], out
+    assert out["error_code"]
+    assert os.listdir(tmp_path) == []
+    assert wer(JFK, run_job(service, {"audio": str(data_dir / "jfk.flac")})["text"]) < 0.1
+
+
+def test_url_errors(service, run_job, server, tmp_path):
+    assert "HTTP 404" in run_job(service, {"audio": server.url("/data/nothing.wav")})["error"]
+    guarded = Service(dataclasses.replace(service.settings, allow_private_urls=False), service.engine)
+    out = run_job(guarded, {"audio": server.url("/data/jfk.flac")})
+    assert out["error_code"] == "unsafe_url" and "not a public address" in out["error"]
+    small = Service(dataclasses.replace(service.settings, max_download_bytes=1000), service.engine)
+    assert "over the 1000-byte limit" in run_job(small, {"audio": server.url("/data/jfk.flac")})["error"]
+    assert os.listdir(tmp_path) == []
+
+
+def test_audio_longer_than_the_limit(service, run_job, data_dir):
+    short = Service(dataclasses.replace(service.settings, max_audio_seconds=5), service.engine)
+    out = run_job(short, {"audio": str(data_dir / "jfk.flac")})
+    assert out["error_code"] == "audio_too_long" and "over the 5 s limit" in out["error"]
+
+
+def test_local_paths_refused_by_default(service, run_job, data_dir):
+    strict = Service(dataclasses.replace(service.settings, allow_local_files=False), service.engine)
+    assert "local file paths are disabled" in run_job(strict, {"audio": str(data_dir / "jfk.flac")})["error"]
+
+
+def test_disk_full_temp_dir_is_a_clear_error(service, run_job, server, tmp_path):
+    broken = Service(dataclasses.replace(service.settings, temp_dir=str(tmp_path / "missing" / "dir")), service.engine)
+    out = run_job(broken, {"audio": server.url("/data/jfk.flac")})
+    assert out["error_code"] == "storage_failed"
+
+
+def test_streaming_yields_segments_then_the_full_result(tiny_service, data_dir):
+    service = Service(dataclasses.replace(tiny_service.settings, streaming=True), tiny_service.engine)
+
+    async def collect(job_input):
+        return [item async for item in service.stream({"id": "s1", "input": job_input})]
+
+    items = asyncio.run(collect({"audio": str(data_dir / "long/silero_test.wav"), "stream": True, "batch_size": 1}))
+    segments, final = items[:-1], items[-1]
+    assert len(segments) >= 3 and all(i["type"] == "segment" for i in segments)
+    assert [i["progress"] for i in segments] == sorted(i["progress"] for i in segments)
+    assert final["type"] == "result"
+    assert [s["text"] for s in final["segments"]] == [i["segment"]["text"] for i in segments]
+    plain = asyncio.run(collect({"audio": str(data_dir / "jfk.flac")}))
+    assert len(plain) == 1 and "type" not in plain[0] and plain[0]["text"]
+    error = asyncio.run(collect({"audio": 1, "stream": True}))
+    assert len(error) == 1 and "error" in error[0]
+
+
+def test_progress_updates_are_sent_for_long_jobs(tiny_service, run_job, data_dir):
+    updates = []
+    service = Service(tiny_service.settings, tiny_service.engine, progress=lambda job, payload: updates.append((job["id"], payload)))
+    run_job(service, {"audio": str(data_dir / "long/silero_test.wav"), "batch_size": 1}, job_id="p1")
+    assert updates and all(job_id == "p1" for job_id, _ in updates)
+    shares = [p["progress"] for _, p in updates]
+    assert shares == sorted(shares) and 0 < shares[-1] <= 1
+
+
+def test_one_log_line_per_job_without_secrets(service, run_job, server, caplog):
+    encoded = base64.b64encode(b"not audio" * 100).decode()
+    with caplog.at_level(logging.INFO, logger="worker.jobs"):
+        run_job(service, {"audio": server.url("/data/jfk.flac?token=hunter2")}, job_id="j-url")
+        run_job(service, {"audio_base64": encoded}, job_id="j-b64")
+    lines = [r.getMessage() for r in caplog.records if r.name == "worker.jobs"]
+    assert len(lines) == 2
+    assert "job=j-url outcome=ok" in lines[0] and "/data/jfk.flac" in lines[0]
+    assert "job=j-b64 outcome=invalid_audio" in lines[1]
+    assert not any("hunter2" in line or encoded[:40] in line for line in lines)
