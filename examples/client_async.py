@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 
-from rp_client import JobFailed, audio_input, connect, result, wait
+from rp_client import JobFailed, audio_or_exit, connect, result, wait
 
 
 def main(argv=None) -> int:
@@ -19,11 +19,7 @@ def main(argv=None) -> int:
     parser.add_argument("--response-format", default="verbose_json", choices=("json", "verbose_json", "text", "srt", "vtt"))
     parser.add_argument("--timeout", type=float, default=3600)
     args = parser.parse_args(argv)
-    try:
-        job_input = audio_input(args.audio, "run")
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    job_input = audio_or_exit(args.audio, "run")
     job_input["response_format"] = args.response_format
     endpoint = connect()
     job = endpoint.run(job_input)  # returns at once with the job id

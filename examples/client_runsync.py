@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from rp_client import JobFailed, audio_input, connect, run_sync
+from rp_client import JobFailed, audio_or_exit, connect, run_sync
 
 
 def main(argv=None) -> int:
@@ -21,11 +21,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print the whole verbose_json output")
     parser.add_argument("--timeout", type=int, default=600)
     args = parser.parse_args(argv)
-    try:
-        job_input = audio_input(args.audio, "runsync")
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    job_input = audio_or_exit(args.audio, "runsync")
     if args.language:
         job_input["language"] = args.language
     if args.word_timestamps:

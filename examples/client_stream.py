@@ -9,18 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rp_client import audio_input, connect
+from rp_client import audio_or_exit, connect
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("audio", help="URL or local file")
     args = parser.parse_args(argv)
-    try:
-        job_input = audio_input(args.audio, "run")
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    job_input = audio_or_exit(args.audio, "run")
     job = connect().run({**job_input, "stream": True})
     final = None
     for event in job.stream():  # the SDK polls /stream/{id} and yields each chunk's output

@@ -87,6 +87,14 @@ def audio_input(source: str, operation: str = "run") -> dict:
     return {"audio_base64": encoded}
 
 
+def audio_or_exit(source: str, operation: str = "run") -> dict:
+    """`audio_input` for command lines: an unreadable or too large file exits with status 2."""
+    try:
+        return audio_input(source, operation)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 def result(state: dict):
     """The output of a finished job, or JobFailed with the worker's message and code."""
     status = state.get("status")
