@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -92,7 +93,8 @@ def audio_or_exit(source: str, operation: str = "run") -> dict:
     try:
         return audio_input(source, operation)
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def result(state: dict):
