@@ -38,7 +38,7 @@ class Cancelled(Exception):
     """The job was cancelled (client cancel, timeout); its windows were dropped."""
 
 
-@dataclass
+@dataclass(eq=False)  # identity, not field-wise (numpy) comparison: requests are queue entries
 class WindowRequest:
     """A job's group of windows waiting for the model."""
 

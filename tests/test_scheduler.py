@@ -1,0 +1,164 @@
+"""The cross-job batcher's plumbing, with a fake backend: fairness, limits, cancellation, OOM retry."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from worker.errors import ResourceExhausted
+from worker.scheduler import BatchScheduler, Cancelled
+
+
+class RecordingBackend:
+    """Returns each row's first feature value, records batch compositions, can fail on demand."""
+
+    def __init__(self, fail=None, delay=0.0):
+        self.batches = []
+        self.fail = fail
+        self.delay = delay
+
+    def __call__(self, features, context):
+        self.batches.append([float(row[0, 0]) for row in features])
+        if self.fail:
+            self.fail(features)
+        time.sleep(self.delay)
+        return [float(row[0, 0]) for row in features]
+
+
+def windows(job: int, count: int) -> np.ndarray:
+    return np.stack([np.full((2, 3), job * 1000 + i, dtype=np.float32) for i in range(count)])
+
+
+def run_jobs(scheduler, jobs, key=lambda job: "k"):
+    results, errors = {}, {}
+
+    def run(job, count):
+        try:
+            results[job] = scheduler.run(key(job), windows(job, count), None, f"job{job}", threading.Event()).results
+        except Exception as exc:  # noqa: BLE001 - recorded for the assertions
+            errors[job] = exc
+
+    threads = [threading.Thread(target=run, args=job) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results, errors
+
+
+def test_each_job_gets_its_own_rows_in_order():
+    backend = RecordingBackend()
+    scheduler = BatchScheduler(backend, max_batch_size=4, max_wait_s=0.05)
+    results, errors = run_jobs(scheduler, [(1, 5), (2, 3), (3, 1)])
+    assert not errors
+    assert results == {1: [1000, 1001, 1002, 1003, 1004], 2: [2000, 2001, 2002], 3: [3000]}
+    assert all(len(batch) <= 4 for batch in backend.batches)
+    scheduler.close()
+
+
+def test_short_jobs_are_not_starved_by_a_long_one():
+    backend = RecordingBackend(delay=0.01)
+    scheduler = BatchScheduler(backend, max_batch_size=4, max_wait_s=0.2)
+    results, _ = run_jobs(scheduler, [(1, 40), (2, 1), (3, 1)])
+    first_batch = backend.batches[0]
+    assert 2000 in first_batch and 3000 in first_batch  # round-robin: one window per job per turn
+    assert len(results[1]) == 40
+    scheduler.close()
+
+
+def test_windows_with_different_settings_never_share_a_batch():
+    backend = RecordingBackend()
+    scheduler = BatchScheduler(backend, max_batch_size=8, max_wait_s=0.05)
+    run_jobs(scheduler, [(1, 2), (2, 2)], key=lambda job: f"settings-{job}")
+    for batch in backend.batches:
+        assert len({int(v) // 1000 for v in batch}) == 1
+    scheduler.close()
+
+
+def test_a_lone_window_waits_at_most_the_max_wait():
+    scheduler = BatchScheduler(RecordingBackend(), max_batch_size=16, max_wait_s=0.05)
+    started = time.monotonic()
+    run_jobs(scheduler, [(1, 1)])
+    assert time.monotonic() - started < 1.0
+    scheduler.close()
+
+
+def test_cancelled_job_leaves_the_queue_and_is_never_computed():
+    gate = threading.Event()
+    backend = RecordingBackend(fail=lambda features: gate.wait(5))
+    scheduler = BatchScheduler(backend, max_batch_size=1, max_wait_s=0.0)
+    blocker = threading.Thread(target=lambda: scheduler.run("k", windows(1, 1), None, "blocker", threading.Event()))
+    blocker.start()
+    time.sleep(0.2)  # the blocker's batch is now running; job 2 has to queue
+    cancelled = threading.Event()
+    outcome = {}
+
+    def victim():
+        try:
+            scheduler.run("k", windows(2, 3), None, "victim", cancelled)
+        except Cancelled as exc:
+            outcome["cancelled"] = exc
+
+    thread = threading.Thread(target=victim)
+    thread.start()
+    time.sleep(0.1)
+    cancelled.set()
+    thread.join(timeout=5)
+    gate.set()
+    blocker.join(timeout=5)
+    assert "cancelled" in outcome
+    assert all(value < 2000 for batch in backend.batches for value in batch)
+    scheduler.close()
+
+
+def test_out_of_memory_retries_with_smaller_batches():
+    def oom_above_two(features):
+        if len(features) > 2:
+            raise RuntimeError("CUDA failed with error out of memory")
+
+    backend = RecordingBackend(fail=oom_above_two)
+    scheduler = BatchScheduler(backend, max_batch_size=8, max_wait_s=0.05)
+    results, errors = run_jobs(scheduler, [(1, 8)])
+    assert not errors and results[1] == [1000 + i for i in range(8)]
+    assert [len(b) for b in backend.batches] == [8, 4, 2, 2, 4, 2, 2]
+    scheduler.close()
+
+
+def test_out_of_memory_on_a_single_window_is_a_clear_error_and_serving_continues():
+    fail = {"on": True}
+
+    def always_oom(features):
+        if fail["on"]:
+            raise RuntimeError("CUDA failed with error out of memory")
+
+    scheduler = BatchScheduler(RecordingBackend(fail=always_oom), max_batch_size=4, max_wait_s=0.01)
+    _, errors = run_jobs(scheduler, [(1, 2)])
+    assert isinstance(errors[1], ResourceExhausted)
+    assert errors[1].to_response()["refresh_worker"] is True
+    fail["on"] = False
+    results, errors = run_jobs(scheduler, [(2, 2)])
+    assert results[2] == [2000, 2001] and not errors
+    scheduler.close()
+
+
+def test_a_backend_crash_reaches_every_job_in_the_batch_and_the_next_batch_runs():
+    crash = {"on": True}
+
+    def crash_once(features):
+        if crash["on"]:
+            crash["on"] = False
+            raise ValueError("model exploded mid-batch")
+
+    scheduler = BatchScheduler(RecordingBackend(fail=crash_once), max_batch_size=8, max_wait_s=0.2)
+    _, errors = run_jobs(scheduler, [(1, 1), (2, 1)])
+    assert {type(e) for e in errors.values()} == {ValueError}
+    results, errors = run_jobs(scheduler, [(3, 2)])
+    assert results[3] == [3000, 3001]
+    scheduler.close()
+
+
+def test_empty_request_returns_at_once():
+    scheduler = BatchScheduler(RecordingBackend(), max_batch_size=4, max_wait_s=0.01)
+    assert scheduler.run("k", np.zeros((0, 2, 3), dtype=np.float32), None, "empty", threading.Event()).results == []
+    scheduler.close()
