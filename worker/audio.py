@@ -37,8 +37,9 @@ def decode_audio(source: Union[str, bytes, BinaryIO], max_seconds: float) -> np.
         raise
     except av.error.FFmpegError as exc:
         raise AudioError(f"cannot decode audio: {exc.strerror or type(exc).__name__}", field="audio") from None
-    except (ValueError, OSError, EOFError, IndexError) as exc:
-        raise AudioError(f"cannot decode audio: {exc}", field="audio") from None
+    except (ValueError, OSError, EOFError, IndexError, TypeError, AttributeError, RuntimeError) as exc:
+        # PyAV parses untrusted bytes: whatever a corrupt file makes it throw is the file's fault.
+        raise AudioError(f"cannot decode audio: {type(exc).__name__}: {str(exc)[:200]}", field="audio") from None
     if samples.size == 0:
         raise AudioError("contains no audio samples (empty or unreadable)", field="audio")
     if float(np.max(np.abs(samples))) < SILENCE_PEAK:
@@ -54,6 +55,8 @@ def _check_declared(container, stream, max_seconds: float) -> None:
         declared = container.duration / av.time_base
     if declared is not None and declared > max_seconds:
         raise AudioTooLong(f"is {declared:.0f} s long, over the {max_seconds:g} s limit", field="audio")
+    if stream.codec_context is None:
+        raise AudioError("has an audio stream with no decoder (unknown or corrupt codec)", field="audio")
     channels = stream.codec_context.channels or 0
     if channels > MAX_CHANNELS:
         raise AudioError(f"has {channels} channels; at most {MAX_CHANNELS} are accepted", field="audio")

@@ -165,7 +165,8 @@ def parse_request(job_input: Any, settings: Settings) -> TranscriptionRequest:
     if not isinstance(job_input, dict):
         raise RequestError(f"must be a JSON object, got {_json_type(job_input)}", field="input")
     data = dict(job_input)
-    legacy = _take_legacy(data) if LEGACY_ONLY_FIELDS & data.keys() else None
+    renamed: dict = {}  # our name -> the legacy name the client sent, so errors name what was sent
+    legacy = _take_legacy(data, renamed) if LEGACY_ONLY_FIELDS & data.keys() else None
     if legacy is not None:
         _check_legacy_model(legacy.pop("model", None), settings)
         data.setdefault("batch_size", 1)  # that worker decodes sequentially
@@ -174,7 +175,7 @@ def parse_request(job_input: Any, settings: Settings) -> TranscriptionRequest:
         if legacy is not None:
             request._legacy = LegacyOutput.model_validate(legacy)
     except ValidationError as exc:
-        raise _as_request_error(exc) from None
+        raise _as_request_error(exc, renamed) from None
     _check_audio_source(request)
     if request.batch_size is None:
         request.batch_size = settings.batch_size
@@ -184,7 +185,7 @@ def parse_request(job_input: Any, settings: Settings) -> TranscriptionRequest:
     return request
 
 
-def _take_legacy(data: dict) -> dict:
+def _take_legacy(data: dict, renamed: dict) -> dict:
     """Rename worker-faster_whisper inputs to ours; a name given both ways is refused."""
     renames = {"enable_vad": "vad_filter", "logprob_threshold": "log_prob_threshold"}
     for old, new in renames.items():
@@ -192,6 +193,7 @@ def _take_legacy(data: dict) -> dict:
             if new in data:
                 raise RequestError(f"give either {old} or {new}, not both", field=old)
             data[new] = data.pop(old)
+            renamed[new] = old
     data.setdefault("vad_filter", False)  # that worker's default
     if isinstance(data.get("suppress_tokens"), str):
         try:
@@ -204,8 +206,10 @@ def _take_legacy(data: dict) -> dict:
         if increment is not None:
             if not _is_number(increment) or increment <= 0:
                 raise RequestError("must be a positive number or null", field="temperature_increment_on_fallback")
-            if not _is_number(start):
-                raise RequestError("must be a number when temperature_increment_on_fallback is given", field="temperature")
+            if not _is_number(start) or not 0.0 <= start <= 1.0:
+                raise RequestError("must be a number from 0 to 1 when temperature_increment_on_fallback is given", field="temperature")
+            if (1.0 - start) / increment > 19:
+                raise RequestError("gives more than 20 temperatures; use an increment of at least (1 - temperature) / 19", field="temperature_increment_on_fallback")
             data["temperature"] = [round(float(t), 6) for t in np.arange(start, 1.0 + 1e-6, increment)]
     legacy: dict = {"model": data.pop("model", None)}
     for name in ("transcription", "translate", "translation"):
@@ -255,9 +259,9 @@ def _check_mode(request: TranscriptionRequest) -> None:
         raise RequestError("legacy requests choose their format with `transcription`", field="response_format")
 
 
-def _as_request_error(exc: ValidationError) -> RequestError:
+def _as_request_error(exc: ValidationError, renamed: dict) -> RequestError:
     error = exc.errors()[0]
-    loc = [str(part) for part in error["loc"] if isinstance(part, str)]
+    loc = [renamed.get(str(part), str(part)) for part in error["loc"] if isinstance(part, str)]
     # pydantic appends the union member's type name (e.g. temperature.float); keep the field path.
     field = ".".join(part for part in loc if part not in ("float", "int", "list[float]", "str", "bool"))
     field = field or "input"
