@@ -1,0 +1,124 @@
+"""Faults injected into a real engine and handler: each job gets an answer, the next job is served."""
+
+import asyncio
+import dataclasses
+import errno
+import os
+
+import pytest
+
+from helpers import LocalServer, wer
+from worker.handler import Service
+
+JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+
+
+@pytest.fixture
+def service(tiny_service, tmp_path):
+    return Service(dataclasses.replace(tiny_service.settings, temp_dir=str(tmp_path)), tiny_service.engine)
+
+
+def test_out_of_memory_mid_batch_retries_smaller_and_gives_the_same_text(service, run_job, data_dir, monkeypatch):
+    engine = service.engine
+    clean = run_job(service, {"audio": str(data_dir / "long/columbia.wma"), "batch_size": 8})
+    real = engine.scheduler._backend
+    sizes = []
+
+    def oom_above_two(features, context):
+        sizes.append(len(features))
+        if len(features) > 2:
+            raise RuntimeError("CUDA failed with error out of memory")
+        return real(features, context)
+
+    monkeypatch.setattr(engine.scheduler, "_backend", oom_above_two)
+    retried = run_job(service, {"audio": str(data_dir / "long/columbia.wma"), "batch_size": 8})
+    assert max(sizes) > 2 and retried["text"] == clean["text"]
+    assert [s["start"] for s in retried["segments"]] == [s["start"] for s in clean["segments"]]
+
+
+def test_out_of_memory_at_batch_size_one_is_a_clear_error_then_serving_resumes(service, run_job, data_dir, monkeypatch):
+    real = service.engine.scheduler._backend
+
+    def always_oom(features, context):
+        raise RuntimeError("CUDA failed with error out of memory")
+
+    monkeypatch.setattr(service.engine.scheduler, "_backend", always_oom)
+    out = run_job(service, {"audio": str(data_dir / "jfk.flac"), "batch_size": 4})
+    assert out["error_code"] == "out_of_memory" and out["refresh_worker"] is True
+    monkeypatch.setattr(service.engine.scheduler, "_backend", real)
+    assert wer(JFK, run_job(service, {"audio": str(data_dir / "jfk.flac"), "batch_size": 4})["text"]) < 0.1
+
+
+def test_sequential_out_of_memory_is_a_clear_error(service, run_job, data_dir, monkeypatch):
+    def oom(*args, **kwargs):
+        raise RuntimeError("CUDA failed with error out of memory")
+
+    monkeypatch.setattr(service.engine.model.whisper, "transcribe", oom)
+    out = run_job(service, {"audio": str(data_dir / "jfk.flac"), "batch_size": 1})
+    assert out["error_code"] == "out_of_memory"
+
+
+def test_model_raising_mid_batch_fails_that_job_only(service, run_job, data_dir, monkeypatch):
+    real = service.engine.scheduler._backend
+
+    def explode(features, context):
+        raise ValueError("simulated CTranslate2 failure")
+
+    monkeypatch.setattr(service.engine.scheduler, "_backend", explode)
+    with pytest.raises(ValueError, match="simulated"):  # a real bug: the SDK reports it with its trace
+        run_job(service, {"audio": str(data_dir / "jfk.flac"), "batch_size": 4})
+    monkeypatch.setattr(service.engine.scheduler, "_backend", real)
+    assert wer(JFK, run_job(service, {"audio": str(data_dir / "jfk.flac"), "batch_size": 4})["text"]) < 0.1
+
+
+def test_download_dropped_halfway(service, run_job, tmp_path):
+    with LocalServer() as server:
+        out = run_job(service, {"audio": server.url("/lying-length")})
+    assert out["error_code"] == "download_failed" and "dropped" in out["error"]
+    assert os.listdir(tmp_path) == []
+
+
+def test_disk_full_while_downloading(service, run_job, data_dir, monkeypatch, tmp_path):
+    import builtins
+
+    real_open = builtins.open
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        if "w" in mode and str(path).startswith(str(tmp_path)):
+            def no_space(data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            handle.write = no_space
+        return handle
+
+    monkeypatch.setattr(builtins, "open", full_disk_open)
+    with LocalServer() as server:
+        out = run_job(service, {"audio": server.url("/data/jfk.flac")})
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert out["error_code"] == "storage_failed" and "No space left" in out["error"]
+    assert os.listdir(tmp_path) == []
+    assert wer(JFK, run_job(service, {"audio": str(data_dir / "jfk.flac")})["text"]) < 0.1
+
+
+def test_cancelled_async_job_stops_its_thread(service, run_job, data_dir):
+    job_input = {"audio": str(data_dir / "long/columbia.wma"), "batch_size": 2}
+    start = service.engine.scheduler.batches_run
+    run_job(service, job_input)
+    full_run_batches = service.engine.scheduler.batches_run - start
+
+    async def cancel_soon():
+        task = asyncio.ensure_future(service.run({"id": "c1", "input": job_input}))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    before = service.engine.scheduler.batches_run
+    asyncio.run(cancel_soon())
+    import time
+
+    time.sleep(1.5)  # let the worker thread notice; afterwards no more of its batches run
+    settled = service.engine.scheduler.batches_run
+    time.sleep(1.5)
+    assert service.engine.scheduler.batches_run == settled
+    assert settled - before < full_run_batches  # it stopped before computing all its windows
