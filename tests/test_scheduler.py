@@ -4,7 +4,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 
 from worker.errors import ResourceExhausted
 from worker.scheduler import BatchScheduler, Cancelled

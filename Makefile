@@ -1,0 +1,29 @@
+# Two commands do everything on a fresh machine (Python 3.10+ with venv):
+#   make demo   set up, then transcribe bundled real speech offline with a small model
+#   make test   set up, then run the whole test suite on CPU
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+AUDIO ?= tests/data/jfk.flac
+
+.PHONY: setup demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch first (for the transformers baseline and the converter tests);
+	# any other torch would pull gigabytes of CUDA packages.
+	$(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(PY) -m pip install -q -e ".[test,bench,builder]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(PY) scripts/demo.py $(AUDIO)
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache
