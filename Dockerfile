@@ -54,6 +54,8 @@ RUN python -m builder.prepare_model --output /models/whisper --source "$MODEL_SO
 # ---------------------------------------------------------------------------------------------
 # Stage 2: the worker.
 FROM ${PYTHON_IMAGE} AS runtime
+# The name jobs report as `model` and that requests in the worker-faster_whisper style may send.
+ARG MODEL_NAME=large-v3
 
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
@@ -64,6 +66,7 @@ ENV LD_LIBRARY_PATH=/usr/local/lib/python3.11/site-packages/nvidia/cublas/lib \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     WHISPER_MODEL=/models/whisper \
+    WHISPER_MODEL_NAME=${MODEL_NAME} \
     WHISPER_LOCAL_FILES_ONLY=true \
     HF_HUB_OFFLINE=1 \
     CUDA_CACHE_MAXSIZE=4294967296

@@ -234,6 +234,16 @@ def _text(job: dict, res: Optional[dict]) -> Optional[str]:
     return res["output"].get("text")
 
 
+def reference_texts(target: Target, jobs: List[dict], timeout: float) -> Dict[str, Optional[str]]:
+    """Each distinct file transcribed once, alone: what every job with that file must return."""
+    reference: Dict[str, Optional[str]] = {}
+    for job in jobs:
+        if job["valid"] and job["file"] not in reference:
+            output, error = target.submit(job["input"], timeout)
+            reference[job["file"]] = None if error else output.get("text")
+    return reference
+
+
 def equal_transcripts(a: dict, b: dict) -> Optional[bool]:
     pairs = [(x, y) for x, y in zip(a["transcripts"], b["transcripts"]) if x is not None and y is not None]
     return all(x == y for x, y in pairs) if pairs else None
@@ -271,9 +281,13 @@ def run_load(args) -> int:
         sampler = worker.sample if worker else None
         # Warm-up: one job so model/kernels are hot for both runs.
         target.submit(jobs[0]["input"] if jobs[0]["valid"] else make_jobs(files, 1, args.batch_size, {}, 0)[0]["input"], args.timeout)
+        reference = reference_texts(target, jobs, args.timeout)
         if args.compare_serial:
             runs.append(run_jobs(target, jobs, 1, args.timeout, args.duration_limit, not args.quiet, "serial", sampler))
         runs.append(run_jobs(target, jobs, args.concurrency, args.timeout, args.duration_limit, not args.quiet, f"concurrency {args.concurrency}", sampler))
+        for run in runs:
+            run["transcripts_differing_from_reference"] = sum(
+                1 for job, text in zip(jobs, run["transcripts"]) if text is not None and text != reference.get(job["file"]))
     finally:
         if worker:
             worker.close()
@@ -303,7 +317,7 @@ def run_load(args) -> int:
     load_chart(os.path.join(out, "chart.png"), data)
     print(load_markdown(data))
     print(f"\nwrote {out}/results.json, results.md, chart.png")
-    failed = sum(run["valid_failed"] for run in runs)
+    failed = sum(run["valid_failed"] + run["transcripts_differing_from_reference"] for run in runs)
     return 1 if failed else 0
 
 
@@ -327,8 +341,12 @@ def load_markdown(data: dict) -> str:
     if last["samples"]:
         first, end = last["samples"][0], last["samples"][-1]
         peak = max(s["rss_mb"] for s in last["samples"])
-        lines += ["", f"Server process: RSS {first['rss_mb']:.0f} MB at start, {peak:.0f} MB peak, {end['rss_mb']:.0f} MB at end; "
+        warm = last["samples"][len(last["samples"]) // 10]
+        lines += ["", f"Server process: RSS {first['rss_mb']:.0f} MB at start, {warm['rss_mb']:.0f} MB after warm-up (10% of the run), "
+                      f"{peak:.0f} MB peak, {end['rss_mb']:.0f} MB at end; "
                       f"open fds {first['open_fds']} -> {end['open_fds']}; temp files at end: {end['temp_files']}"]
+    lines += ["", "Valid transcripts differing from the same file served alone: "
+              + ", ".join(f"c={run['concurrency']}: {run['transcripts_differing_from_reference']}" for run in data["runs"])]
     lines += ["", f"Command: `python -m benchmarks {' '.join(data['argv'])}`"]
     return "\n".join(lines) + "\n"
 

@@ -120,3 +120,10 @@ def test_decoding_options_are_faster_whisper_keyword_names():
     assert set(sequential.decoding_options()) <= accepted
     batched = parse_request({"audio": "a"}, SETTINGS)
     assert set(batched.decoding_options()) <= set(inspect.signature(BatchedInferencePipeline.transcribe).parameters)
+
+
+def test_legacy_model_may_name_the_served_model():
+    settings = Settings(model="/models/whisper", model_name="large-v3")
+    assert parse_request({"audio": "a", "model": "large-v3"}, settings).legacy is not None
+    assert parse_request({"audio": "a", "model": "/models/whisper"}, settings).legacy is not None
+    assert refused({"audio": "a", "model": "tiny"}, settings).field == "model"

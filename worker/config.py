@@ -25,6 +25,7 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     model: str = "large-v3"
+    model_name: Optional[str] = None
     model_revision: Optional[str] = None
     compute_type: str = "auto"
     device: str = "auto"
@@ -44,6 +45,10 @@ class Settings:
     streaming: bool = False
     temp_dir: Optional[str] = None
     log_level: str = "INFO"
+
+    @property
+    def served_model_name(self) -> str:
+        return self.model_name or self.model
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Settings":
@@ -82,6 +87,7 @@ class Settings:
 # field -> (environment variable, default shown in docs, meaning)
 SETTINGS_DOC = {
     "model": ("WHISPER_MODEL", "large-v3", "Size alias (large-v3, turbo, distil-large-v3, medium, small, base, tiny, *.en), a Hugging Face repo id of a CTranslate2 model, or a local model directory."),
+    "model_name": ("WHISPER_MODEL_NAME", "(the value of WHISPER_MODEL)", "Name jobs report as `model`, and that legacy requests may send as `model` (e.g. large-v3 for a baked-in /models/whisper)."),
     "model_revision": ("WHISPER_MODEL_REVISION", "(latest)", "Git revision (branch, tag or commit) of the Hugging Face model repo."),
     "compute_type": ("WHISPER_COMPUTE_TYPE", "auto", "CTranslate2 compute type: auto (float16 on CUDA, int8 on CPU), float16, int8_float16, int8, bfloat16, float32, ..."),
     "device": ("WHISPER_DEVICE", "auto", "auto, cuda or cpu."),

@@ -106,4 +106,4 @@ def load_model(settings: Settings) -> LoadedModel:
         compute_type=compute_type,
         cpu_threads=settings.cpu_threads,
     )
-    return LoadedModel(whisper=whisper, name=settings.model, path=path, device=device, compute_type=compute_type)
+    return LoadedModel(whisper=whisper, name=settings.served_model_name, path=path, device=device, compute_type=compute_type)

@@ -228,8 +228,8 @@ def _check_legacy_model(model: Any, settings: Settings) -> None:
         return
     if not isinstance(model, str):
         raise RequestError("must be a string", field="model")
-    if model != settings.model:
-        raise RequestError(f"this endpoint serves {settings.model!r}; it cannot load {model!r} per request", field="model")
+    if model not in (settings.model, settings.served_model_name):
+        raise RequestError(f"this endpoint serves {settings.served_model_name!r}; it cannot load {model!r} per request", field="model")
 
 
 def _check_audio_source(request: TranscriptionRequest) -> None:
