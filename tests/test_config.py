@@ -41,3 +41,11 @@ def test_every_field_is_documented():
 def test_runpod_volume_becomes_the_model_cache(monkeypatch):
     monkeypatch.setattr("worker.config.os.path.isdir", lambda path: path == "/runpod-volume")
     assert Settings.from_env({}).model_cache_dir == "/runpod-volume/huggingface-cache/hub"
+
+
+def test_readme_settings_table_matches_the_code():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    for env_name, default, meaning in SETTINGS_DOC.values():
+        assert f"| `{env_name}` | {default} | {meaning} |" in readme, env_name
