@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -215,18 +214,10 @@ def test_verify_clip_is_small_and_short():
         assert 2.0 < container.duration / 1e6 < 5.0
 
 
-def hub_reachable() -> bool:
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=3):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.mark.network
+@pytest.mark.skipif(os.environ.get("RUN_NETWORK_TESTS") != "1",
+                    reason="needs the Hugging Face hub: opt in with RUN_NETWORK_TESTS=1 (tests never reach out on their own)")
 def test_real_hub_download(tmp_path):
-    if not hub_reachable():
-        pytest.skip("huggingface.co:443 is unreachable from here")
     out = tmp_path / "whisper"
     assert pm.main(["--source", "Systran/faster-whisper-tiny.en", "--revision", "main", "--output", str(out)]) == 0
     assert "fellow americans" in pm.json.loads((out / pm.MANIFEST).read_text())["verified_transcript"].lower()
