@@ -45,6 +45,33 @@ def base_model_dir() -> str:
     return str(target)
 
 
+def encode_audio(samples, rate: int, fmt: str = "wav", codec: str = "pcm_s16le", layout: str = "mono") -> bytes:
+    """Encode float samples (channels x n, or n for mono) in [-1, 1] into a container, in memory."""
+    import io
+
+    import av
+    import numpy as np
+
+    data = (np.atleast_2d(samples) * 32767).astype(np.int16)
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=rate, layout=layout)
+        stream.bit_rate = 64000  # wmav2 will not open without one; the others accept it
+        frame_size = stream.codec_context.frame_size or 4096
+        interleaved = data.T.reshape(1, -1)
+        channels = data.shape[0]
+        for start in range(0, data.shape[1], frame_size):
+            chunk = np.ascontiguousarray(interleaved[:, start * channels:(start + frame_size) * channels])
+            frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout=layout)
+            frame.rate = rate
+            frame.pts = start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buffer.getvalue()
+
+
 def references(folder: Path) -> Dict[str, str]:
     refs = {}
     for line in (folder / "transcripts.txt").read_text(encoding="utf-8").splitlines():

@@ -6,6 +6,7 @@ import av
 import numpy as np
 import pytest
 
+from helpers import encode_audio
 from worker import audio as audio_module
 from worker.audio import decode_audio
 from worker.errors import AudioError, AudioTooLong
@@ -29,27 +30,10 @@ def test_bytes_and_paths_decode_alike(data_dir):
     assert decode_audio(str(path), 60).size == 11 * 16000
 
 
-def encode(samples: np.ndarray, rate: int, container: str, codec: str, channels: int = 1) -> bytes:
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format=container) as out:
-        stream = out.add_stream(codec, rate=rate, layout="mono" if channels == 1 else "stereo")
-        data = (samples * 32767).astype(np.int16).reshape(1, -1)
-        if channels == 2:
-            data = np.repeat(data, 2, axis=0).T.reshape(1, -1)
-        if data.size:
-            frame = av.AudioFrame.from_ndarray(data, format="s16", layout=stream.layout.name)
-            frame.rate = rate
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize("rate", [8000, 22050, 44100, 96000, 192000])
 def test_any_rate_is_resampled_to_16k(rate):
     tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)
-    decoded = decode_audio(encode(tone, rate, "wav", "pcm_s16le"), 60)
+    decoded = decode_audio(encode_audio(tone, rate), 60)
     assert abs(decoded.size - 16000) <= 32
 
 
@@ -66,12 +50,12 @@ def test_non_audio_bytes_are_refused(payload, cause):
 
 def test_silence_is_refused():
     with pytest.raises(AudioError, match="silent"):
-        decode_audio(encode(np.zeros(16000), 16000, "wav", "pcm_s16le"), 60)
+        decode_audio(encode_audio(np.zeros(16000), 16000), 60)
 
 
 def test_zero_length_audio_is_refused():
     with pytest.raises(AudioError, match="no audio samples|cannot decode"):
-        decode_audio(encode(np.zeros(0), 16000, "wav", "pcm_s16le"), 60)
+        decode_audio(encode_audio(np.zeros(0), 16000), 60)
 
 
 def test_video_without_audio_stream_is_refused():

@@ -11,7 +11,7 @@ import pytest
 import srt
 import webvtt
 
-from helpers import LocalServer, references, wer
+from helpers import LocalServer, encode_audio, references, wer
 from worker.handler import Service
 
 
@@ -91,20 +91,10 @@ def test_sequential_and_batched_agree_on_the_words(service, run_job, data_dir):
             assert wer(ref, out["text"]) < 0.25, (name, batch_size, out["text"])
 
 
-def noise_wav() -> str:
+def silent_wav() -> str:
     import numpy as np
-    import av
 
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="wav") as out:
-        stream = out.add_stream("pcm_s16le", rate=16000, layout="mono")
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), dtype=np.int16), format="s16", layout="mono")
-        frame.rate = 16000
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return base64.b64encode(buffer.getvalue()).decode()
+    return base64.b64encode(encode_audio(np.zeros(16000), 16000)).decode()
 
 
 @pytest.mark.parametrize("job_input, needle", [
@@ -112,7 +102,7 @@ def noise_wav() -> str:
     ({"audio": "a", "audio_base64": "AAAA"}, "audio_base64: give audio or audio_base64, not both"),
     ({"audio_base64": "%%%"}, "audio_base64: is not valid base64"),
     ({"audio_base64": base64.b64encode(b"definitely not audio" * 50).decode()}, "audio: cannot decode audio"),
-    ({"audio_base64": noise_wav()}, "audio: is silent"),
+    ({"audio_base64": silent_wav()}, "audio: is silent"),
     ({"audio": "/nonexistent/file.wav"}, "audio: no such file"),
     ({"audio": "ftp://example.com/a.wav"}, "audio: only http and https"),
     ({"audio": "jfk.flac", "beam_size": "wide"}, "beam_size: Input should be a valid integer"),

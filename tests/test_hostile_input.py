@@ -7,17 +7,16 @@ must end in a result or the worker's own error, within the deadline, with bounde
 `FUZZ_SCALE=10` multiplies the counts for a longer run.
 """
 
-import io
 import os
 import struct
 import time
 
-import av
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import encode_audio
 from worker.audio import SAMPLE_RATE, decode_audio
 from worker.config import Settings
 from worker.errors import AudioError, RequestError
@@ -78,21 +77,7 @@ CONTAINERS = {  # name: (container format, codec, sample rate)
 
 def encode_clip(seconds: float, fmt: str, codec: str, rate: int) -> bytes:
     t = np.arange(int(seconds * rate)) / rate
-    samples = (0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype(np.int16).reshape(1, -1)
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format=fmt) as out:
-        stream = out.add_stream(codec, rate=rate, layout="mono")
-        stream.bit_rate = 64000  # wmav2 will not open without one; the others accept it
-        frame_size = stream.codec_context.frame_size or 1024
-        for start in range(0, samples.shape[1], frame_size):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start:start + frame_size]), format="s16", layout="mono")
-            frame.rate = rate
-            frame.pts = start
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buffer.getvalue()
+    return encode_audio(0.3 * np.sin(2 * np.pi * 220 * t), rate, fmt, codec)
 
 
 @pytest.fixture(scope="module")
@@ -177,15 +162,5 @@ def test_sample_rates_8k_to_192k(rate):
 
 def test_many_channels_are_mixed_down():
     t = np.arange(16000) / 16000
-    data = np.tile((0.2 * np.sin(2 * np.pi * 300 * t) * 32767).astype(np.int16), (6, 1))
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="wav") as out:
-        stream = out.add_stream("pcm_s16le", rate=16000, layout="5.1")
-        frame = av.AudioFrame.from_ndarray(data.T.reshape(1, -1).copy(), format="s16", layout="5.1")
-        frame.rate = 16000
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    samples = decode_bounded(buffer.getvalue())
+    samples = decode_bounded(encode_audio(np.tile(0.2 * np.sin(2 * np.pi * 300 * t), (6, 1)), 16000, layout="5.1"))
     assert samples is not None and samples.size == 16000
