@@ -77,6 +77,12 @@ def test_input_must_be_an_object(job_input):
     assert refused(job_input).field == "input"
 
 
+def test_batched_accepts_sequential_options_that_ask_for_what_it_does_anyway():
+    request = parse_request({"audio": "a", "condition_on_previous_text": False, "no_speech_threshold": None,
+                             "compression_ratio_threshold": None, "temperature": [0.0]}, SETTINGS)
+    assert request.is_batched and request.temperatures == [0.0]
+
+
 def test_streaming_allowed_when_the_endpoint_enables_it():
     request = parse_request({"audio": "a", "stream": True}, Settings(streaming=True))
     assert request.stream

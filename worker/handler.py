@@ -17,6 +17,7 @@ import os
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable, Optional
 
 import numpy as np
@@ -43,6 +44,8 @@ class Service:
         self.settings = settings
         self.engine = engine
         self.progress = progress
+        # One thread per job in flight (asyncio's default pool has only cores + 4 threads).
+        self._threads = ThreadPoolExecutor(max_workers=settings.concurrency + 1, thread_name_prefix="whisper-job")
         allowed = fetch.EVERYWHERE if settings.allow_private_urls else ()
         self.limits = fetch.FetchLimits(settings.max_download_bytes, settings.download_timeout, allowed)
 
@@ -57,7 +60,7 @@ class Service:
     async def run(self, job: dict) -> dict:
         cancelled = threading.Event()
         try:
-            return await asyncio.to_thread(self.process, job, None, cancelled)
+            return await asyncio.get_running_loop().run_in_executor(self._threads, self.process, job, None, cancelled)
         except asyncio.CancelledError:
             cancelled.set()  # the thread stops at its next window; queued windows are dropped
             raise
@@ -72,7 +75,7 @@ class Service:
             loop.call_soon_threadsafe(events.put_nowait, {"type": "segment", "progress": round(done, 4), "segment": _segment_event(segment)})
 
         wants_stream = isinstance(job.get("input"), dict) and job["input"].get("stream") is True
-        task = asyncio.ensure_future(asyncio.to_thread(self.process, job, on_segment if wants_stream else None, cancelled))
+        task = loop.run_in_executor(self._threads, self.process, job, on_segment if wants_stream else None, cancelled)
         try:
             while not (task.done() and events.empty()):
                 getter = asyncio.ensure_future(events.get())

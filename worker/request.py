@@ -245,7 +245,9 @@ def _check_mode(request: TranscriptionRequest) -> None:
     explicit = request.model_fields_set
     if request.is_batched:
         for name, why in SEQUENTIAL_ONLY.items():
-            if name in explicit:
+            # Values that ask for what batched decoding does anyway (false, null) are fine.
+            value = getattr(request, name)
+            if name in explicit and value is not False and value is not None:
                 raise RequestError(f"{why}; send batch_size=1 for sequential decoding", field=name)
         if len(request.temperatures) > 1 and "temperature" in explicit:
             raise RequestError("batched decoding uses a single temperature; send one number or batch_size=1", field="temperature")
