@@ -50,6 +50,7 @@ def configure_compare(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
     parser.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens (transformers long-form > 30 s always uses them)")
     parser.add_argument("--no-condition-on-previous-text", dest="condition", action="store_false", help="sequential modes: do not prompt each window with the previous text")
+    parser.add_argument("--vad", action="store_true", help="faster-whisper sequential runs use VAD too (batched runs always do: faster-whisper requires it past 30 s)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per file (after one warm-up) [%(default)s]")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N files")
     parser.add_argument("--cpu-threads", type=int, default=0, help="threads per engine on CPU (0 = each library's default)")
@@ -63,7 +64,8 @@ def plan(args, device: str, weights) -> Tuple[List[RunSpec], List[dict]]:
     import ctranslate2
 
     decode = DecodeOptions(language=args.language, task=args.task, beam_size=args.beam_size,
-                           without_timestamps=args.without_timestamps, condition_on_previous_text=args.condition)
+                           without_timestamps=args.without_timestamps, condition_on_previous_text=args.condition,
+                           vad_filter=args.vad)
     supported = ctranslate2.get_supported_compute_types(device)
     specs, skipped = [], []
     for engine in args.engines:
@@ -172,8 +174,8 @@ def run_compare(args) -> int:
             "command": "python -m benchmarks " + " ".join(shlex.quote(a) for a in args.argv),
             "model": args.model,
             "weights_origin": weights.origin,
-            "ct2_dir": weights.ct2_dir,
-            "hf_dir": weights.hf_dir,
+            "ct2_dir": _display_path(weights.ct2_dir),
+            "hf_dir": _display_path(weights.hf_dir),
             "hf_origin": weights.hf_origin,
             "device": device,
             "engines": args.engines,
@@ -185,14 +187,14 @@ def run_compare(args) -> int:
             "without_timestamps": args.without_timestamps,
             "condition_on_previous_text": args.condition,
             "temperature": 0.0,
-            "vad_filter": False,
+            "vad_filter": "all faster-whisper runs" if args.vad else "faster-whisper batched runs only",
             "repeats": args.repeats,
             "warmup_runs": 1,
             "files": len(files),
             "audio_seconds": sum(a.duration for a in audios),
             "cpu_threads": args.cpu_threads,
         },
-        "inputs": [{"name": a.file.name, "path": os.path.relpath(a.file.path), "duration": a.duration, "reference": a.file.reference} for a in audios],
+        "inputs": [{"name": a.file.name, "path": _display_path(a.file.path), "duration": a.duration, "reference": a.file.reference} for a in audios],
         "skipped": skipped,
         "notes": _notes(device),
         "results": results,
@@ -204,9 +206,18 @@ def run_compare(args) -> int:
     return 0 if all(r["status"] == "ok" for r in results) else 1
 
 
+def _display_path(path: str) -> str:
+    """Paths inside the working directory are shown relative, so committed results hold no home paths."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def _notes(device: str) -> List[str]:
     notes = [
-        "Both engines decode with temperature 0 (no fallback), no VAD, the same beam size and language.",
+        "Both engines decode with temperature 0 (no fallback), the same beam size and language.",
+        "faster-whisper batched runs use Silero VAD (included in their latency): faster-whisper 1.2's batched"
+        " pipeline refuses audio over 30 s without VAD or clip timestamps, and the worker's request offers no"
+        " clip timestamps. VAD drops silence, so those runs may decode less audio than the others.",
         "faster-whisper runs through the worker's Engine (worker/engine.py); batch size > 1 uses its scheduler-backed batched pipeline.",
         "transformers batch size 1 is model.generate on the full input (sequential long-form);"
         " batch size > 1 is pipeline('automatic-speech-recognition', chunk_length_s=30).",

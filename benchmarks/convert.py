@@ -294,6 +294,9 @@ def export_hf(ct2_dir: str, out_dir: str) -> str:
     """Write a transformers Whisper checkpoint (float32 safetensors) from a CTranslate2 model dir."""
     import torch
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     tokenizer_path = os.path.join(ct2_dir, "tokenizer.json")
     if not os.path.isfile(tokenizer_path):

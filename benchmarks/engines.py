@@ -30,6 +30,7 @@ class DecodeOptions:
     beam_size: int = 5
     without_timestamps: bool = False
     condition_on_previous_text: bool = True
+    vad_filter: bool = False  # faster-whisper only; transformers has no VAD
 
 
 @dataclass(frozen=True)
@@ -49,15 +50,27 @@ class RunSpec:
     def mode(self) -> str:
         if self.engine == TRANSFORMERS:
             return "generate (sequential)" if self.batch_size == 1 else "pipeline (chunked, batched)"
-        return "sequential" if self.batch_size == 1 else "batched"
+        mode = "sequential" if self.batch_size == 1 else "batched"
+        return mode + (" + VAD" if self.vad_filter else "")
+
+    @property
+    def vad_filter(self) -> bool:
+        """faster-whisper 1.2's batched pipeline refuses audio over 30 s without VAD (or clip
+        timestamps, which the worker's request does not offer), so batched runs always use it."""
+        return self.engine == FASTER_WHISPER and (self.decode.vad_filter or self.batch_size > 1)
 
     @property
     def label(self) -> str:
-        return f"{self.engine} {self.precision} bs={self.batch_size}"
+        """Short name for tables and charts, e.g. "faster-whisper int8 batched bs=8 +VAD"."""
+        if self.engine == TRANSFORMERS:
+            how = "generate" if self.batch_size == 1 else f"pipeline bs={self.batch_size}"
+        else:
+            how = "sequential" if self.batch_size == 1 else f"batched bs={self.batch_size}"
+        return f"{self.engine} {self.precision} {how}" + (" +VAD" if self.vad_filter else "")
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        out.update(mode=self.mode, label=self.label)
+        out.update(mode=self.mode, label=self.label, vad_filter=self.vad_filter)
         return out
 
 
@@ -106,7 +119,7 @@ def request_fields(spec: RunSpec) -> dict:
         "without_timestamps": decode.without_timestamps,
         "batch_size": spec.batch_size,
         "temperature": 0.0,
-        "vad_filter": False,
+        "vad_filter": spec.vad_filter,
         "word_timestamps": False,
     }
     if spec.batch_size == 1:

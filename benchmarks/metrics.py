@@ -74,6 +74,15 @@ def nvml_reader(device_index: int = 0):
     return lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).used
 
 
+def process_cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads). Unlike wall time it barely changes when
+    other processes compete for the cores, so it shows how much work a setting needed."""
+    import psutil
+
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
 class MemoryMonitor:
     """RSS always, GPU memory when NVML works; baselines are taken at construction."""
 

@@ -43,9 +43,15 @@ def machine_lines(machine: dict, versions: dict) -> List[str]:
         f"- **RAM**: {machine.get('ram_gb')} GiB",
         f"- **GPU**: {gpu}",
         f"- **OS**: {machine.get('os')}",
-        f"- **Load average** (1/5/15 min) at start: {machine.get('load_average_at_start')}, at end: {machine.get('load_average')}",
+        f"- **Load average** (1/5/15 min): {_load_text(machine)}",
         "- **Versions**: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v),
     ]
+
+
+def _load_text(machine: dict) -> str:
+    if machine.get("load_average_at_start") is None:
+        return str(machine.get("load_average"))
+    return f"{machine['load_average_at_start']} at start, {machine.get('load_average')} at end"
 
 
 def compare_markdown(data: dict) -> str:
@@ -54,31 +60,32 @@ def compare_markdown(data: dict) -> str:
     lines = [f"# Whisper engine comparison — {data['created']}", ""]
     lines += ["## Machine", ""] + machine_lines(data["machine"], data["versions"]) + [""]
     lines += ["## Settings", ""]
-    lines += [f"- **{k}**: {v}" for k, v in settings.items() if k != "command"]
+    lines += [f"- **{k}**: {_fmt(v, 1)}" for k, v in settings.items() if k != "command"]
     lines += [f"- **command**: `{settings['command']}`", ""]
     on_gpu = settings.get("device") == "cuda"
     memory_header = "Peak GPU mem Δ (MiB)" if on_gpu else "Peak RSS Δ (MiB)"
-    headers = ["Engine", "Mode", "Precision", "Batch", "Load (s)", "Latency median / min (s)", "RTFx", memory_header, "WER", "CER"]
+    headers = ["Engine", "Mode", "Precision", "Batch", "Load (s)", "Latency median / min (s)", "RTFx", "CPU (s)", memory_header, "WER", "CER"]
     rows = []
     for r in data["results"]:
         if r["status"] != "ok":
-            rows.append([r["engine"], r["mode"], r["precision"], r["batch_size"], "–", f"{r['status']}: {_first_line(r.get('error'))}", "–", "–", "–", "–"])
+            rows.append([r["engine"], r["mode"], r["precision"], r["batch_size"], "–", f"{r['status']}: {_first_line(r.get('error'))}", "–", "–", "–", "–", "–"])
             continue
         memory = r["memory"]["gpu_increase_mb"] if on_gpu else r["memory"]["rss_increase_mb"]
         rows.append([
             r["engine"], r["mode"], r["precision"], r["batch_size"], _fmt(r["load_seconds"]),
             f"{_fmt(r['latency_total_median'])} / {_fmt(r['latency_total_min'])}", _fmt(r["rtfx"], 1),
-            _fmt(memory, 0), _fmt(_pct(r.get("wer"))), _fmt(_pct(r.get("cer"))),
+            _fmt(r.get("cpu_seconds"), 1), _fmt(memory, 0), _fmt(_pct(r.get("wer"))), _fmt(_pct(r.get("cer"))),
         ])
     lines += ["## Results", "", markdown_table(headers, rows), ""]
     lines += [
         f"Latency is the sum over the {settings['files']} files of each file's median (and minimum) over"
         f" {settings['repeats']} repeat(s), after one warm-up transcription that is not counted."
-        " RTFx = audio seconds / latency seconds (median).",
+        " RTFx = audio seconds / latency seconds (median). CPU = user + system CPU seconds the setting's"
+        " process used over the timed runs (all threads): less sensitive than wall time to other load.",
         "Memory is the peak increase over a baseline taken after the engine's libraries were imported and"
         " before the model was loaded, sampled every 10 ms in a thread: process RSS on CPU; device-wide"
-        " NVML used memory on GPU (torch counters do not see CTranslate2's allocator). Each setting runs in"
-        " its own process.",
+        " NVML used memory on GPU, CUDA context included (torch counters do not see CTranslate2's allocator)."
+        " Each setting runs in its own process.",
         "WER/CER in percent, corpus-level over the files with a reference, after Whisper's text normaliser"
         " (English normaliser for English, basic normaliser otherwise).",
     ]

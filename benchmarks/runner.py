@@ -15,7 +15,8 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from .engines import RunSpec, import_engine, load_engine, thread_facts
-from .metrics import LatencyStats, MemoryMonitor, Stopwatch
+from .facts import load_average
+from .metrics import LatencyStats, MemoryMonitor, Stopwatch, process_cpu_seconds
 
 
 def measure(spec: RunSpec, names: List[str], audios: List[np.ndarray], repeats: int, report: Callable[[str, str], None]) -> dict:
@@ -30,6 +31,7 @@ def measure(spec: RunSpec, names: List[str], audios: List[np.ndarray], repeats: 
         report("step", f"{spec.label}: warm-up")
         with Stopwatch() as warmup:
             engine.transcribe(audios[0])
+        cpu_before = process_cpu_seconds()
         files = []
         for name, samples in zip(names, audios):
             runs, output = [], None
@@ -48,6 +50,7 @@ def measure(spec: RunSpec, names: List[str], audios: List[np.ndarray], repeats: 
                 "text": output.text,
                 "language": output.language,
             })
+        cpu_seconds = process_cpu_seconds() - cpu_before
         engine.close()
     audio_seconds = sum(f["duration"] for f in files)
     median_total = sum(f["latency_median"] for f in files)
@@ -63,6 +66,8 @@ def measure(spec: RunSpec, names: List[str], audios: List[np.ndarray], repeats: 
         "rtfx": audio_seconds / median_total,
         "rtfx_best": audio_seconds / min_total,
         "memory": monitor.summary(),
+        "cpu_seconds": cpu_seconds,
+        "load_average_after": load_average(),
         "threads": thread_facts(spec),
         "files": files,
     }
