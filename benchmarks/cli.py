@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from . import dataset, facts, report
 from .engines import ENGINES, FASTER_WHISPER, DecodeOptions, RunSpec
+from .load import configure_load, run_load
 from .metrics import error_rates
 from .progress import progress_bar
 
@@ -267,6 +268,7 @@ def run_export(args) -> int:
 COMMANDS: Dict[str, Tuple[str, Callable, Callable]] = {
     "compare": ("faster-whisper (worker Engine) vs transformers: latency, RTFx, memory, WER", configure_compare, run_compare),
     "export-hf": ("export a CTranslate2 Whisper model to a transformers checkpoint", configure_export, run_export),
+    "load": ("N jobs at concurrency C against the worker's HTTP API: latency percentiles, throughput, errors, leaks", configure_load, run_load),
 }
 
 
