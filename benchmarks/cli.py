@@ -163,6 +163,7 @@ def run_compare(args) -> int:
 
             result = run_isolated(spec, names, samples, args.repeats, on_step)
             bar.update(steps_per_spec - done)  # a failed setting still moves the bar to its end
+            result["ct2_dir"], result["hf_dir"] = _display_path(spec.ct2_dir), _display_path(spec.hf_dir)
             results.append(result)
     _score(results, files, args.language)
 
