@@ -127,3 +127,19 @@ def test_cancelled_job_stops_and_its_windows_are_not_computed(tiny_service, data
     with pytest.raises(Cancelled):
         tiny_service.engine.transcribe(samples, request(batch_size=4), cancelled=cancelled)
     assert tiny_service.engine.scheduler.batches_run == before
+
+
+def test_batched_without_vad_decodes_long_audio_in_fixed_windows(tiny_service, data_dir):
+    from faster_whisper import BatchedInferencePipeline
+
+    from worker.engine import fixed_windows
+
+    samples = audio(data_dir, "long/silero_test.wav")  # 60 s: over faster-whisper's 30 s limit without VAD
+    assert fixed_windows(61.5) == [{"start": 0.0, "end": 30.0}, {"start": 30.0, "end": 60.0}, {"start": 60.0, "end": 61.5}]
+    req = request(batch_size=4, vad_filter=False)
+    transcript = tiny_service.engine.transcribe(samples, req)
+    assert transcript.duration_after_vad == transcript.duration
+    assert transcript.segments[-1].end > 50
+    direct, _ = BatchedInferencePipeline(tiny_service.engine.model.whisper).transcribe(
+        samples, clip_timestamps=fixed_windows(samples.size / 16000), **req.decoding_options())
+    assert ours(transcript) == as_dicts(direct)

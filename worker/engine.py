@@ -24,6 +24,7 @@ import numpy as np
 from faster_whisper import BatchedInferencePipeline
 from faster_whisper.transcribe import get_ctranslate2_storage
 
+from .audio import SAMPLE_RATE
 from .config import Settings
 from .errors import RequestError, ResourceExhausted
 from .models import LoadedModel
@@ -97,6 +98,8 @@ class Engine:
         started = time.perf_counter()
         try:
             if request.is_batched:
+                if not request.vad_filter:
+                    options["clip_timestamps"] = fixed_windows(audio.size / SAMPLE_RATE)
                 pipeline = _ScheduledPipeline(self, job_id, cancelled, timings)
                 segments, info = pipeline.transcribe(audio, **options)
             else:
@@ -132,6 +135,13 @@ class Engine:
             return [(output, None) for output in outputs]
         rows = np.array(encoder_output)  # host memory: split it so each job aligns its own rows
         return [(output, rows[i]) for i, output in enumerate(outputs)]
+
+
+def fixed_windows(duration: float, length: float = 30.0) -> List[dict]:
+    """Consecutive 30 s clips: what batched decoding needs when VAD is off (faster-whisper refuses
+    audio over 30 s without VAD or clip timestamps)."""
+    starts = np.arange(0.0, duration, length)
+    return [{"start": float(start), "end": float(min(start + length, duration))} for start in starts]
 
 
 def _collect(segments, duration: float, on_segment: Optional[SegmentCallback], cancelled: threading.Event) -> List[Segment]:
