@@ -55,9 +55,9 @@ class RunSpec:
 
     @property
     def vad_filter(self) -> bool:
-        """faster-whisper 1.2's batched pipeline refuses audio over 30 s without VAD (or clip
-        timestamps, which the worker's request does not offer), so batched runs always use it."""
-        return self.engine == FASTER_WHISPER and (self.decode.vad_filter or self.batch_size > 1)
+        """Off unless --vad: transformers has no VAD, so both engines then decode the same audio
+        (the worker's batched mode without VAD decodes fixed 30 s windows)."""
+        return self.engine == FASTER_WHISPER and self.decode.vad_filter
 
     @property
     def label(self) -> str:
