@@ -26,7 +26,7 @@ from faster_whisper.transcribe import get_ctranslate2_storage
 
 from .audio import SAMPLE_RATE
 from .config import Settings
-from .errors import RequestError, ResourceExhausted
+from .errors import RequestError, ResourceExhausted, WorkerError
 from .models import LoadedModel
 from .request import TranscriptionRequest
 from .scheduler import BatchScheduler, Cancelled, is_out_of_memory
@@ -106,7 +106,7 @@ class Engine:
                 segments, info = self.model.whisper.transcribe(audio, **options)
             prepared = time.perf_counter()
             collected = _collect(segments, info.duration, on_segment, cancelled)
-        except Cancelled:
+        except (Cancelled, WorkerError):
             raise
         except Exception as exc:
             if is_out_of_memory(exc):
