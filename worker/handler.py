@@ -98,6 +98,7 @@ class Service:
         audio_seconds = 0.0
         source = "-"
         outcome = "crashed"  # stays so only if a bug escapes
+        engine_timings = Timings()
         try:
             request = parse_request(job.get("input") if isinstance(job, dict) else None, self.settings)
             source = _describe_source(request)
@@ -106,6 +107,7 @@ class Service:
             audio_seconds = audio.size / SAMPLE_RATE
             report = self._progress_reporter(job, on_segment)
             transcript = self.engine.transcribe(audio, request, job_id, report, cancelled)
+            engine_timings = transcript.timings
             translation = None
             if request.legacy and request.legacy.translate:
                 translation = self.engine.transcribe(audio, request.model_copy(update={"task": "translate"}), job_id, None, cancelled)
@@ -120,8 +122,9 @@ class Service:
         finally:
             total = time.perf_counter() - started
             log.info(
-                "job=%s outcome=%s source=%s audio_s=%.2f download_s=%.3f decode_s=%.3f total_s=%.3f",
-                job_id, outcome, source, audio_seconds, timings.download, timings.decode, total,
+                "job=%s outcome=%s source=%s audio_s=%.2f download_s=%.3f decode_s=%.3f vad_s=%.3f queue_s=%.3f inference_s=%.3f total_s=%.3f",
+                job_id, outcome, source, audio_seconds, timings.download, timings.decode,
+                engine_timings.vad, engine_timings.queue, engine_timings.inference, total,
             )
         return output
 
