@@ -57,12 +57,30 @@ def test_each_job_gets_its_own_rows_in_order():
 
 
 def test_short_jobs_are_not_starved_by_a_long_one():
-    backend = RecordingBackend(delay=0.01)
+    first_batch_running, release = threading.Event(), threading.Event()
+
+    def hold_first_batch(features):
+        if not first_batch_running.is_set():
+            first_batch_running.set()
+            release.wait(5)
+
+    backend = RecordingBackend(fail=hold_first_batch)
     scheduler = BatchScheduler(backend, max_batch_size=4, max_wait_s=0.2)
-    results, _ = run_jobs(scheduler, [(1, 40), (2, 1), (3, 1)])
-    first_batch = backend.batches[0]
-    assert 2000 in first_batch and 3000 in first_batch  # round-robin: one window per job per turn
-    assert len(results[1]) == 40
+    results = {}
+    long_job = threading.Thread(target=lambda: results.update(long=scheduler.run("k", windows(1, 40), None, "long", threading.Event()).results))
+    long_job.start()
+    assert first_batch_running.wait(5)  # the long job's first 4 windows are in the model now
+    short_jobs = [threading.Thread(target=lambda j=j: results.update({j: scheduler.run("k", windows(j, 1), None, f"short{j}", threading.Event()).results}))
+                  for j in (2, 3)]
+    for thread in short_jobs:
+        thread.start()
+    time.sleep(0.3)  # both short jobs are queued behind 36 windows of the long one
+    release.set()
+    for thread in [long_job, *short_jobs]:
+        thread.join(timeout=30)
+    second_batch = backend.batches[1]
+    assert 2000 in second_batch and 3000 in second_batch  # round-robin: one window per job per turn
+    assert len(results["long"]) == 40 and results[2] == [2000] and results[3] == [3000]
     scheduler.close()
 
 
@@ -84,12 +102,12 @@ def test_a_lone_window_waits_at_most_the_max_wait():
 
 
 def test_cancelled_job_leaves_the_queue_and_is_never_computed():
-    gate = threading.Event()
-    backend = RecordingBackend(fail=lambda features: gate.wait(5))
+    gate, running = threading.Event(), threading.Event()
+    backend = RecordingBackend(fail=lambda features: (running.set(), gate.wait(5)))
     scheduler = BatchScheduler(backend, max_batch_size=1, max_wait_s=0.0)
     blocker = threading.Thread(target=lambda: scheduler.run("k", windows(1, 1), None, "blocker", threading.Event()))
     blocker.start()
-    time.sleep(0.2)  # the blocker's batch is now running; job 2 has to queue
+    assert running.wait(5)  # the blocker's batch is now running; job 2 has to queue
     cancelled = threading.Event()
     outcome = {}
 
