@@ -14,8 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	# The CPU build of torch first (for the transformers baseline and the converter tests);
 	# any other torch would pull gigabytes of CUDA packages.
 	$(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-	# The image's pins as constraints: the tests run against exactly what the image installs.
-	$(PY) -m pip install -q -c builder/requirements.txt -c builder/requirements-convert.txt -e ".[test,bench,builder]"
+	# The image's pins as constraints, so the tests run against exactly what the image installs
+	# (index options dropped: the CPU torch above already satisfies the converter's pin).
+	grep -hv '^-' builder/requirements.txt builder/requirements-convert.txt > $(VENV)/constraints.txt
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[test,bench,builder]"
 	touch $@
 
 setup: $(VENV)/.installed
