@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch first (for the transformers baseline and the converter tests);
 	# any other torch would pull gigabytes of CUDA packages.
-	$(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q "torch==2.13.0+cpu" --index-url https://download.pytorch.org/whl/cpu
 	# The image's pins as constraints, so the tests run against exactly what the image installs
 	# (index options dropped: the CPU torch above already satisfies the converter's pin).
 	grep -hv '^-' builder/requirements.txt builder/requirements-convert.txt > $(VENV)/constraints.txt
