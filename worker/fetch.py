@@ -132,7 +132,7 @@ def download(url: str, dest_path: str, limits: FetchLimits) -> int:
                 raise DownloadError(f"file is {int(declared)} bytes, over the {limits.max_bytes}-byte limit", field="audio")
             return _save_body(response, dest_path, limits.max_bytes, deadline)
     except (UnsafeURL, DownloadError, RequestError):
-        raise
+        raise  # ours, including those the guard raises inside urllib3 (which passes them through)
     except requests.exceptions.TooManyRedirects:
         raise DownloadError(f"more than {MAX_REDIRECTS} redirects", field="audio") from None
     except requests.exceptions.InvalidSchema:
@@ -140,9 +140,6 @@ def download(url: str, dest_path: str, limits: FetchLimits) -> int:
     except requests.exceptions.Timeout:
         raise DownloadError(f"download timed out after {limits.timeout:g} s", field="audio") from None
     except requests.exceptions.ConnectionError as exc:
-        unsafe = _find_cause(exc, UnsafeURL) or _find_cause(exc, DownloadError)
-        if unsafe:
-            raise unsafe from None
         raise DownloadError(f"connection failed: {_short(exc)}", field="audio") from None
     except requests.exceptions.RequestException as exc:
         raise DownloadError(f"download failed: {_short(exc)}", field="audio") from None
@@ -203,23 +200,6 @@ def check_local_path(path: str, allowed: bool, max_bytes: int) -> str:
 
 def is_url(text: str) -> bool:
     return "://" in text[:16]
-
-
-def _find_cause(exc: BaseException, kind: type):
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, kind):
-            return exc
-        for arg in getattr(exc, "args", ()):
-            if isinstance(arg, kind):
-                return arg
-            if isinstance(arg, BaseException):
-                found = _find_cause(arg, kind)
-                if found:
-                    return found
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def _short(exc: BaseException) -> str:
