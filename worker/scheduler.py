@@ -82,7 +82,6 @@ class BatchScheduler:
         self._closed = False
         self._thread: Optional[threading.Thread] = None
         self.batches_run = 0
-        self.batch_sizes: List[int] = []
 
     # -- job side -------------------------------------------------------------------------
     def run(self, key: Hashable, features: np.ndarray, context: Any, job_id: str, cancelled: threading.Event) -> WindowRequest:
@@ -185,7 +184,6 @@ class BatchScheduler:
             return
         elapsed = time.monotonic() - started
         self.batches_run += 1
-        self.batch_sizes.append(len(rows))
         for (request, _), output in zip(rows, outputs):
             request.results.append(output)
         for request in {id(r): r for r, _ in rows}.values():
