@@ -53,7 +53,7 @@ def test_sequential_out_of_memory_is_a_clear_error(service, run_job, data_dir, m
     def oom(*args, **kwargs):
         raise RuntimeError("CUDA failed with error out of memory")
 
-    monkeypatch.setattr(service.engine.model.whisper, "transcribe", oom)
+    monkeypatch.setattr(service.engine.model.whisper, "generate_segments", oom)
     out = run_job(service, {"audio": str(data_dir / "jfk.flac"), "batch_size": 1})
     assert out["error_code"] == "out_of_memory"
 

@@ -54,7 +54,6 @@ def test_sequential_keeps_the_full_temperature_fallback():
         ({"audio_base64": ""}, "audio_base64"),
         ({"audio": "a", "condition_on_previous_text": True}, "condition_on_previous_text"),
         ({"audio": "a", "temperature": [0.0, 0.2]}, "temperature"),
-        ({"audio": "a", "no_speech_threshold": 0.5}, "no_speech_threshold"),
         ({"audio": "a", "best_of": 2}, "best_of"),
         ({"audio": "a", "batch_size": 1, "hallucination_silence_threshold": 2.0}, "hallucination_silence_threshold"),
         ({"audio": "a", "vad_filter": False, "vad_parameters": {"threshold": 0.4}}, "vad_parameters"),
@@ -119,13 +118,13 @@ def test_a_user_cannot_smuggle_the_internal_legacy_marker():
 def test_decoding_options_are_faster_whisper_keyword_names():
     import inspect
 
-    from faster_whisper import BatchedInferencePipeline, WhisperModel
+    from faster_whisper import WhisperModel
 
     sequential = parse_request({"audio": "a", "batch_size": 1, "vad_parameters": {"threshold": 0.3}}, SETTINGS)
     accepted = set(inspect.signature(WhisperModel.transcribe).parameters)
     assert set(sequential.decoding_options()) <= accepted
     batched = parse_request({"audio": "a"}, SETTINGS)
-    assert set(batched.decoding_options()) <= set(inspect.signature(BatchedInferencePipeline.transcribe).parameters)
+    assert set(batched.decoding_options()) <= accepted | {"batch_size"}
 
 
 def test_legacy_model_may_name_the_served_model():
@@ -133,3 +132,9 @@ def test_legacy_model_may_name_the_served_model():
     assert parse_request({"audio": "a", "model": "large-v3"}, settings).legacy is not None
     assert parse_request({"audio": "a", "model": "/models/whisper"}, settings).legacy is not None
     assert refused({"audio": "a", "model": "tiny"}, settings).field == "model"
+
+
+def test_batched_requests_take_the_silence_and_loop_thresholds():
+    request = parse_request({"audio": "a", "no_speech_threshold": 0.5, "log_prob_threshold": -0.8, "compression_ratio_threshold": 2.0}, SETTINGS)
+    options = request.decoding_options()
+    assert request.is_batched and (options["no_speech_threshold"], options["log_prob_threshold"], options["compression_ratio_threshold"]) == (0.5, -0.8, 2.0)

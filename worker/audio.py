@@ -92,6 +92,14 @@ def _decode_stream(container, stream, max_samples: int, max_seconds: float) -> n
             frame.pts = None
             take(resampler.resample(frame))
     take(resampler.resample(None))
-    if not parts:
-        return np.zeros(0, dtype=np.float32)
-    return np.concatenate(parts).astype(np.float32) / 32768.0
+    # One float32 array, filled part by part (freeing each): the peak is the int16 parts plus the
+    # output, not several whole-file copies (concatenate, astype and the division each make one).
+    samples = np.empty(total, dtype=np.float32)
+    position = 0
+    parts.reverse()
+    while parts:
+        part = parts.pop()
+        samples[position:position + part.size] = part
+        position += part.size
+    samples *= 1.0 / 32768.0
+    return samples

@@ -32,9 +32,6 @@ DECODING_FIELDS = (
 # Options faster-whisper's batched pipeline does not use: refused when batch_size > 1.
 SEQUENTIAL_ONLY = {
     "condition_on_previous_text": "batched decoding never conditions on previous text",
-    "compression_ratio_threshold": "batched decoding has no temperature fallback",
-    "log_prob_threshold": "batched decoding has no temperature fallback",
-    "no_speech_threshold": "batched decoding does not skip silent windows by threshold",
     "hallucination_silence_threshold": "batched decoding does not skip hallucinated silences",
     "best_of": "batched decoding has no sampling fallback",
 }

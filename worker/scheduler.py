@@ -23,11 +23,10 @@ import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin on Python 3.10
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, List, Optional
-
-import numpy as np
+from typing import Any, Callable, Hashable, List, Optional, Sequence
 
 from .errors import ResourceExhausted
 
@@ -43,8 +42,8 @@ class WindowRequest:
     """A job's group of windows waiting for the model."""
 
     key: Hashable
-    features: np.ndarray  # (n, n_mels, 3000)
-    context: Any  # what the backend needs besides features (tokenizer, options)
+    windows: Sequence[Any]  # the job's windows (worker.whisper_parts.WindowInput), one result each
+    context: Any  # what the backend needs besides the windows (tokenizer, options)
     job_id: str
     cancelled: threading.Event
     future: Future = field(default_factory=Future)
@@ -56,15 +55,15 @@ class WindowRequest:
 
     @property
     def size(self) -> int:
-        return int(self.features.shape[0])
+        return len(self.windows)
 
     @property
     def pending(self) -> int:
         return self.size - self.next_row
 
 
-# backend(features, context) -> one result per row, in order
-Backend = Callable[[np.ndarray, Any], List[Any]]
+# backend(windows, context) -> one result per window, in order
+Backend = Callable[[List[Any], Any], List[Any]]
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -84,9 +83,9 @@ class BatchScheduler:
         self.batches_run = 0
 
     # -- job side -------------------------------------------------------------------------
-    def run(self, key: Hashable, features: np.ndarray, context: Any, job_id: str, cancelled: threading.Event) -> WindowRequest:
+    def run(self, key: Hashable, windows: Sequence[Any], context: Any, job_id: str, cancelled: threading.Event) -> WindowRequest:
         """Queue the windows, wait for all their rows, return the finished request."""
-        request = WindowRequest(key=key, features=features, context=context, job_id=job_id, cancelled=cancelled)
+        request = WindowRequest(key=key, windows=windows, context=context, job_id=job_id, cancelled=cancelled)
         if request.size == 0:
             request.future.set_result([])
             return request
@@ -100,9 +99,11 @@ class BatchScheduler:
             try:
                 request.future.result(timeout=0.1)
                 return request
-            except TimeoutError:
+            except FutureTimeout:
                 if cancelled.is_set():
                     self._drop(request)
+                elif self._thread is not None and not self._thread.is_alive():
+                    _fail(request, RuntimeError("the batcher thread stopped; this worker cannot decode"))
             except Cancelled:
                 raise
 
@@ -117,8 +118,7 @@ class BatchScheduler:
         with self._cond:
             if request in self._queue:
                 self._queue.remove(request)
-        if not request.future.done():
-            request.future.set_exception(Cancelled(f"job {request.job_id} cancelled"))
+        _fail(request, Cancelled(f"job {request.job_id} cancelled"))
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -165,8 +165,7 @@ class BatchScheduler:
     def _purge_cancelled(self) -> None:
         for request in [r for r in self._queue if r.cancelled.is_set()]:
             self._queue.remove(request)
-            if not request.future.done():
-                request.future.set_exception(Cancelled(f"job {request.job_id} cancelled"))
+            _fail(request, Cancelled(f"job {request.job_id} cancelled"))
 
     def _execute(self, rows: List[tuple]) -> None:
         # Rows of one request are contiguous after a stable sort, so results go back in order.
@@ -179,8 +178,7 @@ class BatchScheduler:
             outputs = self._run_with_oom_retry(rows)
         except Exception as exc:  # noqa: BLE001 - delivered to every job in the batch
             for request in {id(r): r for r, _ in rows}.values():
-                if not request.future.done():
-                    request.future.set_exception(exc)
+                _fail(request, exc)
             return
         elapsed = time.monotonic() - started
         self.batches_run += 1
@@ -188,13 +186,13 @@ class BatchScheduler:
             request.results.append(output)
         for request in {id(r): r for r, _ in rows}.values():
             request.inference_seconds += elapsed
-            if len(request.results) == request.size and not request.future.done():
-                request.future.set_result(request.results)
+            if len(request.results) == request.size:
+                _succeed(request)
 
     def _run_with_oom_retry(self, rows: List[tuple]) -> List[Any]:
-        features = np.stack([request.features[index] for request, index in rows])
+        windows = [request.windows[index] for request, index in rows]
         try:
-            return self._backend(features, rows[0][0].context)
+            return self._backend(windows, rows[0][0].context)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -203,3 +201,19 @@ class BatchScheduler:
             half = len(rows) // 2
             log.warning("out of memory with %d windows; retrying as %d + %d", len(rows), half, len(rows) - half)
             return self._run_with_oom_retry(rows[:half]) + self._run_with_oom_retry(rows[half:])
+
+
+# Futures are settled from the batcher thread and from job threads (cancel); a check-then-set
+# would race, so each transition is one attempt that loses quietly to an earlier one.
+def _fail(request: WindowRequest, exc: BaseException) -> None:
+    try:
+        request.future.set_exception(exc)
+    except InvalidStateError:
+        pass
+
+
+def _succeed(request: WindowRequest) -> None:
+    try:
+        request.future.set_result(request.results)
+    except InvalidStateError:
+        pass

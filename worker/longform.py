@@ -1,0 +1,314 @@
+"""Batched long-form decoding: the worker's own loop, built from faster-whisper's parts.
+
+    audio -> speech spans (Silero VAD, or the whole file) -> windows of at most 30 s of contiguous
+    audio -> features -> the shared scheduler (encode + generate + align, many jobs per batch)
+    -> segments by the rules below -> word timings -> Segment objects in time order
+
+Why not faster-whisper's BatchedInferencePipeline: it throws away the text after a window's last
+timestamp token (whole sentences at the end of most 30 s chunks), concatenates speech from
+different places into one window and maps times back approximately (times out of order), and
+has no no-speech threshold. The rules here:
+- A window is contiguous audio: model timestamps plus the window's start are file times.
+  Speech spans are merged while the window stays within 30 s and no pause inside it is longer
+  than MAX_PAUSE_S; a span longer than 30 s is cut at its quietest 100 ms near the 30 s mark, so
+  a cut falls between words where there is any pause at all.
+- Every text token becomes part of a segment: text after the last timestamp ends at the window's
+  end. Times are clamped into the window and never go backwards.
+- A window the model itself calls silent (no-speech probability over no_speech_threshold and
+  average log-probability under log_prob_threshold, as sequential decoding judges) gives nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import whisper_parts as parts
+from .transcript import Segment, Word
+
+SAMPLE_RATE = parts.SAMPLE_RATE
+MAX_WINDOW_S = 30.0
+MAX_PAUSE_S = 2.0  # a longer pause between speech spans starts a new window
+MIN_WINDOW_S = 10.0  # a full window is cut at its longest pause after this many seconds
+MIN_TAIL_S = 1.0  # speech left after a window's last timestamp is decoded again if this long
+TAIL_ROUNDS = 2  # how many times a tail's own tail is decoded again
+CUT_SEARCH_S = 8.0  # a span over 30 s is cut at its quietest point in its last 8 s before 30 s
+ENERGY_FRAME = 320  # 20 ms frames, smoothed over 5 (100 ms), to find where to cut
+TIME_PRECISION = 0.02  # seconds per timestamp token
+# Batched decoding's VAD defaults (faster-whisper's own for its batched mode): short pauses split
+# speech so windows can be packed up to 30 s.
+BATCHED_VAD_DEFAULTS = {"min_silence_duration_ms": 160}
+
+# run(key, windows, context) -> one WindowOutput per window, in order (the scheduler, or a test)
+RunWindows = Callable[[object, List[parts.WindowInput], object], List[parts.WindowOutput]]
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int  # sample index in the file
+    end: int
+
+    @property
+    def duration(self) -> float:
+        return (self.end - self.start) / SAMPLE_RATE
+
+
+@dataclass
+class Plan:
+    """What the job decodes: its windows, the speech they hold, the language and options."""
+
+    windows: List[Window]
+    speech_seconds: float
+    language: str
+    language_probability: float
+
+
+# -- windows ------------------------------------------------------------------------------
+
+def quietest_point(audio: np.ndarray, low: int, high: int) -> int:
+    """The sample index in [low, high) at the centre of the quietest 100 ms."""
+    low = max(low, 0)
+    frames = (high - low) // ENERGY_FRAME
+    if frames < 5:
+        return high
+    region = audio[low:low + frames * ENERGY_FRAME].reshape(frames, ENERGY_FRAME).astype(np.float64)
+    energy = np.convolve((region ** 2).mean(axis=1), np.ones(5) / 5, mode="same")
+    return low + int(np.argmin(energy)) * ENERGY_FRAME + ENERGY_FRAME // 2
+
+
+def plan_windows(audio: np.ndarray, spans: Sequence[Tuple[int, int]], max_window_s: float = MAX_WINDOW_S,
+                 max_pause_s: float = MAX_PAUSE_S) -> List[Window]:
+    """Contiguous windows of at most max_window_s covering every span. A window that cannot take
+    the next span ends at its longest pause past MIN_WINDOW_S, so cuts fall between sentences."""
+    longest = int(max_window_s * SAMPLE_RATE)
+    search = int(CUT_SEARCH_S * SAMPLE_RATE)
+    pieces: List[Tuple[int, int]] = []
+    for start, end in spans:
+        while end - start > longest:
+            # never leave a sliver behind the cut: it would be a window of its own
+            cut = quietest_point(audio, start + longest - search, min(start + longest, end - int(MIN_TAIL_S * SAMPLE_RATE)))
+            pieces.append((start, cut))
+            start = cut
+        if end > start:
+            pieces.append((start, end))
+    windows: List[Window] = []
+    current: List[Tuple[int, int]] = []
+    for piece in pieces:
+        if current and piece[0] - current[-1][1] > max_pause_s * SAMPLE_RATE:
+            windows.append(Window(current[0][0], current[-1][1]))
+            current = []
+        current.append(piece)
+        while current[-1][1] - current[0][0] > longest:
+            split = _longest_pause(current[:-1])
+            windows.append(Window(current[0][0], current[split][1]))
+            current = current[split + 1:]
+    if current:
+        windows.append(Window(current[0][0], current[-1][1]))
+    return windows
+
+
+def _longest_pause(pieces: List[Tuple[int, int]]) -> int:
+    """Index of the piece after which the window should end: the one followed by the longest
+    pause, among pieces ending past MIN_WINDOW_S (the last piece when there is no pause)."""
+    earliest = pieces[0][0] + int(MIN_WINDOW_S * SAMPLE_RATE)
+    best, best_pause = len(pieces) - 1, -1
+    for index in range(len(pieces) - 1):
+        pause = pieces[index + 1][0] - pieces[index][1]
+        if pieces[index][1] >= earliest and pause > best_pause:
+            best, best_pause = index, pause
+    return best
+
+
+# -- segments -----------------------------------------------------------------------------
+
+def split_window(tokens: Sequence[int], timestamp_begin: int, eot: int, offset: float, duration: float) -> List[dict]:
+    """The window's tokens as segment dicts (start, end in file seconds; tokens with their
+    timestamps). No text token is dropped: text after the last timestamp ends at the window end."""
+    pieces: List[dict] = []
+    start = 0.0
+    body: List[int] = []  # the current segment's tokens, its opening timestamp included
+    has_text = False
+
+    def close(end: float) -> None:
+        nonlocal body, has_text
+        begin = max(start, pieces[-1]["end"] - offset if pieces else 0.0)
+        pieces.append({"start": offset + begin, "end": offset + max(end, begin), "tokens": body})
+        body, has_text = [], False
+
+    for token in tokens:
+        if token >= timestamp_begin:
+            time = min((token - timestamp_begin) * TIME_PRECISION, duration)
+            if has_text:
+                body.append(token)
+                close(time)
+            else:
+                body = [token]
+            start = time
+        elif token < eot:
+            body.append(token)
+            has_text = True
+    if has_text:
+        close(duration)
+    return pieces
+
+
+def is_hallucination(output: parts.WindowOutput, text: str, compression_ratio_threshold: Optional[float],
+                     no_speech_threshold: Optional[float]) -> bool:
+    """A repetition loop over audio the model calls non-speech (music, noise, hum): Whisper's
+    classic hallucination. Sequential decoding escapes it by temperature fallback; a window
+    cannot be retried inside a batch, and a loop over non-speech has nothing to keep."""
+    if compression_ratio_threshold is None or compression_ratio(text) <= compression_ratio_threshold:
+        return False
+    return no_speech_threshold is None or output.no_speech_prob > no_speech_threshold
+
+
+def is_silent(output: parts.WindowOutput, no_speech_threshold: Optional[float], log_prob_threshold: Optional[float]) -> bool:
+    """Sequential decoding's rule for skipping a window."""
+    if no_speech_threshold is None or output.no_speech_prob <= no_speech_threshold:
+        return False
+    return log_prob_threshold is None or output.avg_logprob < log_prob_threshold
+
+
+# -- the job ------------------------------------------------------------------------------
+
+class BatchedJob:
+    """One job's batched decoding; `segments()` yields Segment objects as windows come back."""
+
+    def __init__(self, whisper, audio: np.ndarray, decoding: dict, run: RunWindows, cancelled: threading.Event):
+        self.whisper = whisper
+        self.audio = audio
+        self.decoding = decoding
+        self.run = run
+        self.cancelled = cancelled
+        self.batch_size = int(decoding.get("batch_size") or 8)
+        self.plan = self._plan()
+        self.tokenizer = parts.tokenizer_for(whisper, decoding.get("task", "transcribe"), self.plan.language)
+        self.options = parts.batched_options(self.tokenizer, decoding)
+        self.key = parts.batching_key(self.tokenizer, self.options)
+
+    def _plan(self) -> Plan:
+        audio = self.audio
+        if self.decoding.get("vad_filter", True):
+            parameters = dict(BATCHED_VAD_DEFAULTS)
+            parameters.update(self.decoding.get("vad_parameters") or {})
+            spans = self.spans = parts.speech_spans(audio, parameters)
+        else:
+            self.spans = None
+            spans = [(0, audio.shape[0])]
+        windows = plan_windows(audio, spans)
+        speech = sum(end - start for start, end in spans) / SAMPLE_RATE
+        language = self.decoding.get("language")
+        probability = 1.0
+        if language is None:
+            if not self.whisper.model.is_multilingual:
+                language = "en"
+            elif windows:
+                first = windows[0]
+                language, probability = parts.detect_language(self.whisper, parts.window_features(self.whisper, audio[first.start:first.end]))
+            else:
+                language, probability = "en", 0.0
+        return Plan(windows=windows, speech_seconds=speech, language=language, language_probability=probability)
+
+    def segments(self) -> Iterator[Segment]:
+        windows = self.plan.windows
+        last_speech = 0.0
+        for first in range(0, len(windows), self.batch_size):
+            decoded = self._decode(windows[first:first + self.batch_size])
+            fresh = decoded
+            for _ in range(TAIL_ROUNDS):
+                tails = [tail for window, output in fresh if (tail := self._tail(window, output)) is not None]
+                if not tails:
+                    break
+                fresh = self._decode(tails)
+                decoded += fresh
+            decoded.sort(key=lambda item: item[0].start)
+            per_window, alignments = [], []
+            for window, output in decoded:
+                pieces = self._pieces(window, output)
+                if pieces:
+                    per_window.append(pieces)
+                    alignments.append(output.alignment or [])
+            if self.options.word_timestamps:
+                last_speech = parts.add_word_timestamps(self.whisper, per_window, alignments, self.tokenizer, self.options, last_speech)
+            for pieces in per_window:
+                for piece in pieces:
+                    segment = self._segment(piece)
+                    if segment is not None:
+                        yield segment
+
+    def _decode(self, windows: List[Window]) -> List[Tuple[Window, parts.WindowOutput]]:
+        inputs = [parts.window_features(self.whisper, self.audio[w.start:w.end]) for w in windows]
+        return list(zip(windows, self.run(self.key, inputs, (self.tokenizer, self.options))))
+
+    def _pieces(self, window: Window, output: parts.WindowOutput) -> List[dict]:
+        """The window's segment dicts, each ending where the next window's text starts."""
+        if self._rejected(output):
+            return []
+        end = window.duration
+        if self._tail(window, output) is not None:
+            end = self._last_timestamp(output)  # its tail is a window of its own
+        pieces = split_window(output.tokens, self.tokenizer.timestamp_begin, self.tokenizer.eot, window.start / SAMPLE_RATE, end)
+        seek = int(round(window.start / parts.HOP))
+        for piece in pieces:
+            piece.update(seek=seek, output=output)
+        return pieces
+
+    def _rejected(self, output: parts.WindowOutput) -> bool:
+        """Nothing of this window is kept: silence, or a loop over non-speech."""
+        options = self.options
+        if is_silent(output, options.no_speech_threshold, options.log_prob_threshold):
+            return True
+        text = self.tokenizer.decode([t for t in output.tokens if t < self.tokenizer.eot])
+        return is_hallucination(output, text, options.compression_ratio_threshold, options.no_speech_threshold)
+
+    def _last_timestamp(self, output: parts.WindowOutput) -> Optional[float]:
+        stamps = [t for t in output.tokens if t >= self.tokenizer.timestamp_begin]
+        return (stamps[-1] - self.tokenizer.timestamp_begin) * TIME_PRECISION if stamps else None
+
+    def _tail(self, window: Window, output: parts.WindowOutput) -> Optional[Window]:
+        """The audio after the window's last timestamp, when the model stopped before speech that
+        is there (Whisper leaves out an utterance cut by the window's end; sequential decoding
+        goes back for it, and so does this)."""
+        if self._rejected(output):
+            return None
+        last = self._last_timestamp(output)
+        if last is None or window.duration - last < MIN_TAIL_S:
+            return None
+        start = window.start + int(last * SAMPLE_RATE)
+        if not self._has_speech(start, window.end):
+            return None
+        return Window(start, window.end)
+
+    def _has_speech(self, start: int, end: int) -> bool:
+        if self.spans is None:
+            return True
+        needed = int(0.3 * SAMPLE_RATE)
+        return any(min(end, b) - max(start, a) >= needed for a, b in self.spans)
+
+    def _segment(self, piece: dict) -> Optional[Segment]:
+        text = self.tokenizer.decode([t for t in piece["tokens"] if t < self.tokenizer.eot])
+        words = None
+        if self.options.word_timestamps:
+            # faster-whisper may start a first word before its segment (when it prefers the
+            # segment's own start); a word never leaves its segment here
+            low, high = float(piece["start"]), float(piece["end"])
+            words = [Word(start=min(max(float(w["start"]), low), high), end=min(max(float(w["end"]), low), high),
+                          word=w["word"], probability=float(w["probability"])) for w in piece.get("words", [])]
+        if not any(character.isalnum() for character in text):
+            return None  # nothing but spaces or punctuation (". . ." over a pause)
+        output: parts.WindowOutput = piece["output"]
+        return Segment(
+            id=0, seek=piece["seek"], start=round(float(piece["start"]), 3), end=round(float(piece["end"]), 3),
+            text=text, tokens=list(piece["tokens"]), temperature=self.options.temperatures[0],
+            avg_logprob=float(output.avg_logprob), compression_ratio=compression_ratio(text),
+            no_speech_prob=float(output.no_speech_prob), words=words,
+        )
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0

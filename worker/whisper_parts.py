@@ -1,0 +1,359 @@
+"""The one module that touches faster-whisper's non-public code; a faster-whisper upgrade means
+re-checking this file (and its tests) only.
+
+What the worker takes from faster-whisper (1.2.x), and why each touchpoint is here:
+- `TranscriptionOptions` and `get_suppressed_tokens`: the options object the library's own
+  decoding functions read; the batching key is derived from all of its fields.
+- `WhisperModel.get_prompt` / `find_alignment` / `add_word_timestamps`: prompt layout and word
+  timing, used by the worker's own batched long-form loop (worker/longform.py).
+- `WhisperModel.transcribe`, run for sequential decoding with a feature extractor that works in
+  bounded pieces (the library computes the STFT of the whole file at once: gigabytes for hours).
+- `faster_whisper.vad.get_vad_model`: replaced by a Silero runner that streams the audio in blocks
+  (the library builds a second, 1.125x copy of the whole file first) and times itself per thread.
+
+Everything else (segment rules, windows, no-speech filtering) is the worker's own code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass
+from typing import Hashable, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import faster_whisper.transcribe as fw_transcribe
+import faster_whisper.vad as fw_vad
+from faster_whisper import WhisperModel
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
+from faster_whisper.vad import VadOptions
+
+from .errors import RequestError
+
+SAMPLE_RATE = 16000
+HOP = 160  # samples per feature frame
+N_FFT = 400
+WINDOW_FRAMES = 3000  # the 30 s every Whisper window is padded to
+TIMESTAMP_TOKENS = 1501  # <|0.00|> .. <|30.00|>: the last ids of every Whisper vocabulary
+FEATURE_BLOCK_FRAMES = 6000  # sequential features are computed 60 s at a time
+VAD_BLOCK_WINDOWS = 10000  # Silero windows (512 samples) per ONNX call, as faster-whisper uses
+
+
+@dataclass(frozen=True)
+class WindowInput:
+    """One window of one job for the device: padded features and how many frames are audio."""
+
+    features: np.ndarray  # (n_mels, 3000) float32
+    content_frames: int
+
+
+@dataclass
+class WindowOutput:
+    """What the device returns for one window."""
+
+    tokens: List[int]  # generated ids, timestamps included, prompt and end-of-text excluded
+    avg_logprob: float
+    no_speech_prob: float
+    alignment: Optional[List[dict]] = None  # faster-whisper's word alignment, with word timestamps
+
+
+# -- options, tokenizer, prompt ---------------------------------------------------------
+
+def tokenizer_for(whisper: WhisperModel, task: str, language: str) -> Tokenizer:
+    return Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, task=task, language=language)
+
+
+def vocabulary_size(whisper: WhisperModel) -> int:
+    """Ids the model can take: text and special tokens, then the timestamp tokens last."""
+    tokenizer = Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, task="transcribe",
+                          language="en" if whisper.model.is_multilingual else None)
+    return tokenizer.timestamp_begin + TIMESTAMP_TOKENS
+
+
+def batched_options(tokenizer: Tokenizer, decoding: dict) -> TranscriptionOptions:
+    """faster-whisper's options object for one batched job (the fields its helpers read)."""
+    suppress = decoding.get("suppress_tokens", [-1])
+    return TranscriptionOptions(
+        beam_size=decoding.get("beam_size", 5),
+        best_of=1,
+        patience=decoding.get("patience", 1.0),
+        length_penalty=decoding.get("length_penalty", 1.0),
+        repetition_penalty=decoding.get("repetition_penalty", 1.0),
+        no_repeat_ngram_size=decoding.get("no_repeat_ngram_size", 0),
+        log_prob_threshold=decoding.get("log_prob_threshold", -1.0),
+        no_speech_threshold=decoding.get("no_speech_threshold", 0.6),
+        compression_ratio_threshold=decoding.get("compression_ratio_threshold", 2.4),
+        condition_on_previous_text=False,
+        prompt_reset_on_temperature=0.5,
+        temperatures=[float(decoding.get("temperature", 0.0))],
+        initial_prompt=decoding.get("initial_prompt"),
+        prefix=None,
+        suppress_blank=True,
+        suppress_tokens=get_suppressed_tokens(tokenizer, suppress) if suppress else suppress,
+        without_timestamps=decoding.get("without_timestamps", False),
+        max_initial_timestamp=0.0,
+        word_timestamps=decoding.get("word_timestamps", False),
+        prepend_punctuations="\"'“¿([{-",
+        append_punctuations="\"'.。,，!！?？:：”)]}、",
+        multilingual=decoding.get("multilingual", False),
+        max_new_tokens=None,
+        clip_timestamps="0",
+        hallucination_silence_threshold=None,
+        hotwords=decoding.get("hotwords"),
+    )
+
+
+def batching_key(tokenizer: Tokenizer, options: TranscriptionOptions) -> Hashable:
+    """Windows with equal keys may share one generate() call. Every field of the options object is
+    part of it, so an option added to faster-whisper can never let different requests mix."""
+    values = []
+    for item in dataclasses.fields(options):
+        value = getattr(options, item.name)
+        values.append((item.name, tuple(value) if isinstance(value, list) else value))
+    return (tuple(tokenizer.sot_sequence), tokenizer.task, tuple(values))
+
+
+def prompt_for(whisper: WhisperModel, tokenizer: Tokenizer, options: TranscriptionOptions) -> List[int]:
+    previous = tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []
+    return whisper.get_prompt(tokenizer, previous, without_timestamps=options.without_timestamps, hotwords=options.hotwords)
+
+
+def check_prompt_length(whisper: WhisperModel, tokenizer: Tokenizer, initial_prompt: Optional[str], hotwords: Optional[str]) -> None:
+    """The decoder holds 448 positions; prompt and hotwords together may take at most half (as
+    Whisper itself allows), so the text has room. faster-whisper would truncate each to 223
+    tokens, overflow with both, and fail inside CTranslate2."""
+    limit = whisper.max_length // 2 - 1
+    used = 0
+    for field, text in (("hotwords", hotwords), ("initial_prompt", initial_prompt)):
+        if text:
+            used += len(tokenizer.encode(" " + text.strip()))
+            if used > limit:
+                raise RequestError(f"too long: initial_prompt and hotwords together are {used}+ tokens; at most {limit} fit the decoder", field=field)
+
+
+def check_token_ids(whisper: WhisperModel, ids: Iterable[int], field: str) -> None:
+    """CTranslate2 indexes with these ids unchecked: out of range is out-of-bounds memory."""
+    size = vocabulary_size(whisper)
+    for token in ids:
+        if token != -1 and not 0 <= token < size:
+            raise RequestError(f"token id {token} is outside this model's vocabulary (0..{size - 1}, or -1 for the default set)", field=field)
+
+
+# -- features -------------------------------------------------------------------------
+
+def window_features(whisper: WhisperModel, samples: np.ndarray) -> WindowInput:
+    """Log-mel features of at most 30 s of audio, padded to a full window (as faster-whisper's
+    batched pipeline makes them)."""
+    features = whisper.feature_extractor(samples)[..., :-1]
+    frames = min(features.shape[-1], WINDOW_FRAMES)
+    return WindowInput(features=fw_transcribe.pad_or_trim(features), content_frames=frames)
+
+
+def log_mel(extractor, waveform: np.ndarray, padding: int = HOP) -> np.ndarray:
+    """The same array as `extractor(waveform, padding)`, computed 60 s at a time, so that the peak
+    is the output plus one block instead of several whole-file STFT arrays."""
+    signal_length = waveform.shape[0] + padding
+    frames = signal_length // HOP  # the extractor drops the STFT's last frame
+    out = np.empty((extractor.mel_filters.shape[0], frames), dtype=np.float32)
+    window = np.hanning(N_FFT + 1)[:-1].astype("float32")
+    peak = -np.inf
+    for first in range(0, frames, FEATURE_BLOCK_FRAMES):
+        last = min(first + FEATURE_BLOCK_FRAMES, frames)
+        # frame j covers positions [j*HOP - N_FFT/2, j*HOP + N_FFT/2) of the zero-padded signal,
+        # reflected at both ends exactly as a centred STFT of the whole signal does
+        positions = np.arange(first * HOP - N_FFT // 2, (last - 1) * HOP + N_FFT // 2)
+        positions = np.abs(positions)
+        positions = np.where(positions >= signal_length, 2 * (signal_length - 1) - positions, positions)
+        block = np.zeros(positions.shape[0], dtype=np.float32)
+        inside = positions < waveform.shape[0]
+        block[inside] = waveform[positions[inside]]
+        stft = extractor.stft(block, N_FFT, HOP, window=window, center=False, return_complex=True).astype("complex64")
+        magnitudes = np.abs(stft) ** 2
+        mel = np.log10(np.clip(extractor.mel_filters @ magnitudes, a_min=1e-10, a_max=None))
+        out[:, first:last] = mel
+        peak = max(peak, float(mel.max()))
+    np.maximum(out, peak - 8.0, out=out)
+    out += 4.0
+    out /= 4.0
+    return out
+
+
+class _BlockFeatureExtractor:
+    """faster-whisper's extractor, except that whole-file calls are computed in blocks."""
+
+    def __init__(self, extractor):
+        self._extractor = extractor
+
+    def __getattr__(self, name):
+        return getattr(self._extractor, name)
+
+    def __call__(self, waveform: np.ndarray, padding: int = HOP, chunk_length=None):
+        if chunk_length is not None:
+            return self._extractor(waveform, padding, chunk_length)
+        return log_mel(self._extractor, waveform, padding)
+
+
+class _SequentialModel:
+    """The WhisperModel as faster-whisper's transcribe() sees it, with the block extractor."""
+
+    def __init__(self, whisper: WhisperModel):
+        self._whisper = whisper
+        self.feature_extractor = _BlockFeatureExtractor(whisper.feature_extractor)
+
+    def __getattr__(self, name):
+        return getattr(self._whisper, name)
+
+
+# -- VAD ------------------------------------------------------------------------------
+
+_vad_clock = threading.local()
+
+
+def vad_seconds() -> float:
+    return getattr(_vad_clock, "seconds", 0.0)
+
+
+def reset_vad_clock() -> None:
+    _vad_clock.seconds = 0.0
+
+
+class _StreamingSilero:
+    """faster-whisper's Silero model, run block by block with its state carried over: the same
+    probabilities without the library's whole-file (n/512, 576) copy of the audio."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def __call__(self, audio: np.ndarray, num_samples: int = 512, context_size_samples: int = 64):
+        started = time.perf_counter()
+        try:
+            return self._probabilities(audio, num_samples, context_size_samples)
+        finally:
+            _vad_clock.seconds = vad_seconds() + time.perf_counter() - started
+
+    def _probabilities(self, audio, num_samples, context_size_samples):
+        windows = audio.reshape(-1, num_samples)
+        h = np.zeros((1, 1, 128), dtype="float32")
+        c = np.zeros((1, 1, 128), dtype="float32")
+        outputs = []
+        for first in range(0, windows.shape[0], VAD_BLOCK_WINDOWS):
+            block = windows[first:first + VAD_BLOCK_WINDOWS]
+            context = np.zeros((block.shape[0], context_size_samples), dtype="float32")
+            context[1:] = block[:-1, -context_size_samples:]
+            if first:
+                context[0] = windows[first - 1, -context_size_samples:]
+            output, h, c = self._model.session.run(None, {"input": np.concatenate([context, block], 1), "h": h, "c": c})
+            outputs.append(output)
+        return np.concatenate(outputs, axis=0)
+
+
+_vad_lock = threading.Lock()
+
+
+def install_streaming_vad() -> None:
+    """Make faster-whisper's get_speech_timestamps use the streaming runner (idempotent)."""
+    with _vad_lock:
+        if getattr(fw_vad.get_vad_model, "_streaming", False):
+            return
+        original = fw_vad.get_vad_model
+
+        def streaming():
+            return _StreamingSilero(original())
+
+        streaming._streaming = True
+        fw_vad.get_vad_model = streaming
+
+
+def speech_spans(audio: np.ndarray, parameters: Optional[dict]) -> List[Tuple[int, int]]:
+    """Silero VAD speech spans as (start, end) sample indices."""
+    install_streaming_vad()
+    options = VadOptions(**parameters) if parameters else VadOptions()
+    return [(int(span["start"]), int(span["end"])) for span in fw_vad.get_speech_timestamps(audio, options)]
+
+
+# -- device calls (the scheduler's backend) ---------------------------------------------
+
+def run_windows(whisper: WhisperModel, windows: Sequence[WindowInput], tokenizer: Tokenizer, options: TranscriptionOptions) -> List[WindowOutput]:
+    """One encode + generate (+ align) for windows that share tokenizer and options."""
+    features = np.stack([window.features for window in windows])
+    prompt = prompt_for(whisper, tokenizer, options)
+    encoder_output = whisper.encode(features)
+    prompts = [list(prompt) for _ in windows]
+    if options.multilingual:
+        position = prompt.index(tokenizer.language)
+        for row, detected in enumerate(whisper.model.detect_language(encoder_output)):
+            prompts[row][position] = tokenizer.tokenizer.token_to_id(detected[0][0])
+    results = whisper.model.generate(
+        encoder_output, prompts, beam_size=options.beam_size, patience=options.patience,
+        length_penalty=options.length_penalty, max_length=whisper.max_length,
+        suppress_blank=options.suppress_blank, suppress_tokens=options.suppress_tokens,
+        return_scores=True, return_no_speech_prob=True, sampling_temperature=options.temperatures[0],
+        repetition_penalty=options.repetition_penalty, no_repeat_ngram_size=options.no_repeat_ngram_size,
+    )
+    outputs = []
+    for result in results:
+        tokens = list(result.sequences_ids[0])
+        cumulative = result.scores[0] * (len(tokens) ** options.length_penalty)
+        outputs.append(WindowOutput(tokens=tokens, avg_logprob=cumulative / (len(tokens) + 1), no_speech_prob=result.no_speech_prob))
+    if options.word_timestamps:
+        text = [[t for t in output.tokens if t < tokenizer.eot] for output in outputs]
+        frames = [window.content_frames for window in windows]
+        for output, alignment in zip(outputs, whisper.find_alignment(tokenizer, text, encoder_output, frames)):
+            output.alignment = alignment
+    return outputs
+
+
+class _AlignedModel:
+    """What add_word_timestamps reads of the model, with the alignment already computed on the
+    device by run_windows (the encoder output never leaves the device)."""
+
+    def __init__(self, whisper: WhisperModel, alignments: List[List[dict]]):
+        self.frames_per_second = whisper.frames_per_second
+        self._alignments = alignments
+
+    def find_alignment(self, *_args, **_kwargs):
+        return self._alignments
+
+
+def add_word_timestamps(whisper: WhisperModel, windows: List[List[dict]], alignments: List[List[dict]], tokenizer: Tokenizer,
+                        options: TranscriptionOptions, last_speech: float) -> float:
+    """Put `words` on every segment dict of each window (each dict: tokens, start, end, seek in
+    frames of the window's start), with faster-whisper's timing rules; returns the new last speech
+    time."""
+    if not windows:
+        return last_speech
+    proxy = _AlignedModel(whisper, alignments)
+    frames = [0] * len(windows)  # read only by find_alignment, which the proxy answers
+    result = WhisperModel.add_word_timestamps(proxy, windows, tokenizer, None, frames, options.prepend_punctuations,
+                                              options.append_punctuations, last_speech)
+    return last_speech if result is None else result
+
+
+# -- sequential decoding ----------------------------------------------------------------
+
+def transcribe_sequential(whisper: WhisperModel, audio: np.ndarray, decoding: dict):
+    """faster-whisper's own sequential long-form decoding, with memory bounded: VAD streams, the
+    speech is gathered in one copy, features are computed in blocks. Returns (segments, info)."""
+    decoding = dict(decoding)
+    vad_filter = decoding.pop("vad_filter", True)
+    vad_parameters = decoding.pop("vad_parameters", None)
+    duration = audio.shape[0] / SAMPLE_RATE
+    spans = None
+    speech = audio
+    if vad_filter:
+        spans = speech_spans(audio, vad_parameters)
+        speech = np.concatenate([audio[a:b] for a, b in spans]) if spans else np.zeros(0, dtype=np.float32)
+    model = _SequentialModel(whisper)
+    segments, info = WhisperModel.transcribe(model, speech, vad_filter=False, **decoding)
+    if spans:
+        chunks = [{"start": a, "end": b} for a, b in spans]
+        segments = fw_transcribe.restore_speech_timestamps(segments, chunks, SAMPLE_RATE)
+    info = dataclasses.replace(info, duration=duration, duration_after_vad=speech.shape[0] / SAMPLE_RATE)
+    return segments, info
+
+
+def detect_language(whisper: WhisperModel, window: WindowInput) -> Tuple[str, float]:
+    language, probability, _ = whisper.detect_language(features=window.features[:, : max(window.content_frames, 1)])
+    return language, float(probability)
