@@ -70,3 +70,47 @@ def test_legacy_output_keys():
     assert out["transcription"].count("\n") == 2
     assert out["translation"] is None
     assert out["word_timestamps"] == [{"word": " Hello", "start": 0.0, "end": 1.0}]
+
+
+def timed_words(text, start=10.0, step=0.4):
+    return [Word(start + i * step, start + i * step + 0.3, " " + w, 0.9) for i, w in enumerate(text.split())]
+
+
+LONG = "the crew of the shuttle Columbia did not return safely to Earth yet we can pray that all are safely home"
+
+
+def test_subtitle_layout_splits_cues_on_word_boundaries_within_the_limits():
+    words = timed_words(LONG)
+    segments = [segment(0, 10.0, 18.0, " " + LONG, words)]
+    for layout in ({"max_line_width": 20, "max_line_count": 2}, {"max_line_width": 30}, {"max_words_per_line": 3, "max_line_count": 1}):
+        cues = list(srt.parse(to_srt(segments, layout)))
+        lines = [line for cue in cues for line in cue.content.split("\n")]
+        assert " ".join(lines).split() == LONG.split()  # every word once, in order
+        if "max_line_width" in layout:
+            assert max(len(line) for line in lines) <= layout["max_line_width"]
+        if "max_words_per_line" in layout:
+            assert max(len(line.split()) for line in lines) <= layout["max_words_per_line"]
+        if "max_line_count" in layout:
+            assert max(len(cue.content.split("\n")) for cue in cues) <= layout["max_line_count"]
+            assert len(cues) > 1
+        first = 0
+        for cue in cues:  # a cue starts when its first word does and ends with its last
+            count = len(cue.content.split())
+            assert abs(cue.start.total_seconds() - words[first].start) < 0.002
+            assert abs(cue.end.total_seconds() - words[first + count - 1].end) < 0.002
+            first += count
+    vtt = webvtt.from_buffer(io.StringIO(to_vtt(segments, {"max_line_width": 20, "max_line_count": 2})))
+    assert all(len(line) <= 20 for caption in vtt for line in caption.text.split("\n"))
+
+
+def test_a_word_longer_than_the_line_gets_a_line_of_its_own():
+    words = timed_words("a supercalifragilisticexpialidocious word")
+    cues = list(srt.parse(to_srt([segment(0, 10.0, 12.0, " x", words)], {"max_line_width": 10, "max_line_count": 1})))
+    assert [cue.content for cue in cues] == ["a", "supercalifragilisticexpialidocious", "word"]
+
+
+def test_cue_text_with_blank_lines_cannot_break_the_file():
+    segments = [segment(0, 0.0, 1.0, " first\n\n2\n00:00:00,000 --> 00:00:09,000\nforged"), segment(1, 1.0, 2.0, " second")]
+    cues = list(srt.parse(to_srt(segments)))
+    assert len(cues) == 2 and cues[1].content == "second"
+    assert len(list(webvtt.from_buffer(io.StringIO(to_vtt(segments))))) == 2

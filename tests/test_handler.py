@@ -181,3 +181,15 @@ def test_one_log_line_per_job_without_secrets(service, run_job, server, caplog):
     assert "job=j-url outcome=ok" in lines[0] and "/data/jfk.flac" in lines[0]
     assert "job=j-b64 outcome=invalid_audio" in lines[1]
     assert not any("hunter2" in line or encoded[:40] in line for line in lines)
+
+
+def test_subtitles_laid_out_for_reading_on_real_speech(tiny_service, run_job, data_dir):
+    import srt
+
+    out = run_job(tiny_service, {"audio": str(data_dir / "long/columbia.wma"), "response_format": "srt", "word_timestamps": True,
+                                 "max_line_width": 42, "max_line_count": 2})
+    cues = list(srt.parse(out["srt"]))
+    lines = [line for cue in cues for line in cue.content.split("\n")]
+    assert max(len(line) for line in lines) <= 42 and max(len(c.content.split("\n")) for c in cues) <= 2
+    assert len(" ".join(lines).split()) == len(out["text"].split())  # every word in a cue
+    assert all(b.start >= a.start for a, b in zip(cues, cues[1:]))

@@ -138,3 +138,15 @@ def test_batched_requests_take_the_silence_and_loop_thresholds():
     request = parse_request({"audio": "a", "no_speech_threshold": 0.5, "log_prob_threshold": -0.8, "compression_ratio_threshold": 2.0}, SETTINGS)
     options = request.decoding_options()
     assert request.is_batched and (options["no_speech_threshold"], options["log_prob_threshold"], options["compression_ratio_threshold"]) == (0.5, -0.8, 2.0)
+
+
+def test_subtitle_layout_needs_subtitles_and_word_timestamps():
+    good = {"audio": "a", "response_format": "srt", "word_timestamps": True, "max_line_width": 42, "max_line_count": 2}
+    assert parse_request(good, SETTINGS).subtitle_layout == {"max_line_width": 42, "max_line_count": 2, "max_words_per_line": None}
+    assert refused({**good, "response_format": "json"}).field == "max_line_width"
+    assert refused({**good, "word_timestamps": False}).field == "max_line_width"
+    assert refused({"audio": "a", "response_format": "vtt", "word_timestamps": True, "max_line_count": 2}).field == "max_line_count"
+    assert refused({**good, "max_line_width": 0}).field == "max_line_width"
+    legacy = {"audio": "a", "transcription": "srt", "word_timestamps": True, "max_words_per_line": 5}
+    assert parse_request(legacy, SETTINGS).max_words_per_line == 5
+    assert refused({**legacy, "transcription": "plain_text"}).field == "max_words_per_line"

@@ -3,7 +3,7 @@ the output of runpod-workers/worker-faster_whisper for clients of that worker.""
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Iterable, List, Optional
 
 from .transcript import Segment, Transcript
 
@@ -17,26 +17,66 @@ def timestamp(seconds: float, decimal: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
 
 
-def _cues(segments: Iterable[Segment]):
+def _clean(text: str) -> str:
+    """One cue's text: no blank lines (a blank line ends a cue in both formats)."""
+    return " ".join(text.split())
+
+
+def _cues(segments: Iterable[Segment], layout: Optional[dict] = None):
+    """(start, end, text) per cue: a segment each, or, with a layout, word-timed cues of at most
+    max_line_count lines of at most max_line_width characters / max_words_per_line words. Cues
+    never cross segments, so a cue keeps its segment's place (and speaker)."""
+    layout = layout or {}
+    width, count, per_line = layout.get("max_line_width"), layout.get("max_line_count"), layout.get("max_words_per_line")
     for segment in segments:
-        text = segment.text.strip()
+        if (width or per_line) and segment.words:
+            yield from _layout(segment.words, width, count, per_line)
+            continue
+        text = _clean(segment.text)
         if not text:
             continue
         start = max(0.0, segment.start)
         yield start, max(start, segment.end), text
 
 
-def to_srt(segments: Iterable[Segment]) -> str:
+def _layout(words, width: Optional[int], count: Optional[int], per_line: Optional[int]):
+    lines: List[List] = [[]]
+
+    def line_text(line) -> str:
+        return "".join(word.word for word in line).strip()
+
+    def emit():
+        used = [line for line in lines if line]
+        if used:
+            start = max(0.0, used[0][0].start)
+            yield start, max(start, used[-1][-1].end), "\n".join(_clean(line_text(line)) for line in used)
+
+    for word in words:
+        if not word.word.strip():
+            continue
+        line = lines[-1]
+        full = bool(line) and ((width is not None and len(line_text(line + [word])) > width) or (per_line is not None and len(line) >= per_line))
+        if full:
+            if count is not None and len(lines) >= count:
+                yield from emit()
+                lines = [[]]
+            else:
+                lines.append([])
+        lines[-1].append(word)
+    yield from emit()
+
+
+def to_srt(segments: Iterable[Segment], layout: Optional[dict] = None) -> str:
     blocks = []
-    for index, (start, end, text) in enumerate(_cues(segments), start=1):
+    for index, (start, end, text) in enumerate(_cues(segments, layout), start=1):
         text = text.replace("-->", "->")
         blocks.append(f"{index}\n{timestamp(start, ',')} --> {timestamp(end, ',')}\n{text}\n")
     return "\n".join(blocks)
 
 
-def to_vtt(segments: Iterable[Segment]) -> str:
+def to_vtt(segments: Iterable[Segment], layout: Optional[dict] = None) -> str:
     blocks = ["WEBVTT\n"]
-    for start, end, text in _cues(segments):
+    for start, end, text in _cues(segments, layout):
         text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
         blocks.append(f"{timestamp(start, '.')} --> {timestamp(end, '.')}\n{text}\n")
     return "\n".join(blocks)
@@ -49,7 +89,7 @@ def to_text(segments: Iterable[Segment], separator: str = " ") -> str:
 FORMATTERS = {"text": to_text, "srt": to_srt, "vtt": to_vtt}
 
 
-def openai_output(transcript: Transcript, response_format: str, task: str, with_words: bool) -> dict:
+def openai_output(transcript: Transcript, response_format: str, task: str, with_words: bool, layout: Optional[dict] = None) -> dict:
     if response_format == "json":
         return {"text": transcript.text}
     output = {
@@ -64,25 +104,26 @@ def openai_output(transcript: Transcript, response_format: str, task: str, with_
     if with_words:
         output["words"] = [vars(word).copy() for word in transcript.words]
     if response_format in FORMATTERS and response_format != "text":
-        output[response_format] = FORMATTERS[response_format](transcript.segments)
+        output[response_format] = FORMATTERS[response_format](transcript.segments, layout)
     return output
 
 
 LEGACY_FORMATTERS = {
-    "plain_text": lambda segments: to_text(segments, " "),
-    "formatted_text": lambda segments: to_text(segments, "\n"),
+    "plain_text": lambda segments, layout=None: to_text(segments, " "),
+    "formatted_text": lambda segments, layout=None: to_text(segments, "\n"),
     "srt": to_srt,
     "vtt": to_vtt,
 }
 
 
-def legacy_output(transcript: Transcript, transcription: str, translation: Optional[Transcript], translation_format: str, with_words: bool, device: str, model: str) -> dict:
+def legacy_output(transcript: Transcript, transcription: str, translation: Optional[Transcript], translation_format: str, with_words: bool, device: str, model: str,
+                  layout: Optional[dict] = None) -> dict:
     """The keys worker-faster_whisper returns, so its clients keep working unchanged."""
     output = {
         "segments": transcript.segment_dicts(with_words=False),
         "detected_language": transcript.language,
-        "transcription": LEGACY_FORMATTERS[transcription](transcript.segments),
-        "translation": LEGACY_FORMATTERS[translation_format](translation.segments) if translation else None,
+        "transcription": LEGACY_FORMATTERS[transcription](transcript.segments, layout),
+        "translation": LEGACY_FORMATTERS[translation_format](translation.segments, layout) if translation else None,
         "device": device,
         "model": model,
     }

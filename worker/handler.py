@@ -174,10 +174,10 @@ class Service:
         if request.legacy:
             output = legacy_output(
                 transcript, request.legacy.transcription, translation, request.legacy.translation,
-                request.word_timestamps, model.device, model.name,
+                request.word_timestamps, model.device, model.name, request.subtitle_layout,
             )
         else:
-            output = openai_output(transcript, request.response_format, request.task, request.word_timestamps)
+            output = openai_output(transcript, request.response_format, request.task, request.word_timestamps, request.subtitle_layout)
         engine_timings = transcript.timings
         total = time.perf_counter() - started
         audio_seconds = transcript.duration

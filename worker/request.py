@@ -36,6 +36,8 @@ SEQUENTIAL_ONLY = {
     "best_of": "batched decoding has no sampling fallback",
 }
 
+SUBTITLE_LAYOUT = ("max_line_width", "max_line_count", "max_words_per_line")
+
 LEGACY_ONLY_FIELDS = {
     "transcription", "translate", "translation", "enable_vad", "logprob_threshold",
     "temperature_increment_on_fallback", "model",
@@ -86,6 +88,10 @@ class TranscriptionRequest(BaseModel):
     without_timestamps: bool = False
     hallucination_silence_threshold: Optional[float] = Field(None, gt=0.0)
     multilingual: bool = False
+    # Subtitle layout (srt/vtt, with word timestamps), as the OpenAI Whisper CLI offers it.
+    max_line_width: Optional[int] = Field(None, ge=1, le=1000)
+    max_line_count: Optional[int] = Field(None, ge=1, le=100)
+    max_words_per_line: Optional[int] = Field(None, ge=1, le=1000)
     # Set by parse_request for requests that use runpod-workers/worker-faster_whisper names.
     _legacy: Optional["LegacyOutput"] = PrivateAttr(None)
 
@@ -128,6 +134,10 @@ class TranscriptionRequest(BaseModel):
     @property
     def temperatures(self) -> List[float]:
         return self.temperature if isinstance(self.temperature, list) else [self.temperature]
+
+    @property
+    def subtitle_layout(self) -> dict:
+        return {name: getattr(self, name) for name in SUBTITLE_LAYOUT}
 
     @property
     def is_batched(self) -> bool:
@@ -250,6 +260,16 @@ def _check_mode(request: TranscriptionRequest) -> None:
             raise RequestError("batched decoding uses a single temperature; send one number or batch_size=1", field="temperature")
         if "temperature" not in explicit:
             request.temperature = DEFAULT_TEMPERATURES[0]
+    for name in SUBTITLE_LAYOUT:
+        if getattr(request, name) is None:
+            continue
+        rendered = {request.legacy.transcription, request.legacy.translation} if request.legacy else {request.response_format}
+        if not rendered & {"srt", "vtt"}:
+            raise RequestError("lays out subtitle cues; it needs response_format srt or vtt", field=name)
+        if not request.word_timestamps:
+            raise RequestError("splits cues at word boundaries; it needs word_timestamps=true", field=name)
+    if request.max_line_count is not None and request.max_line_width is None and request.max_words_per_line is None:
+        raise RequestError("needs max_line_width or max_words_per_line to know where a line ends", field="max_line_count")
     if request.hallucination_silence_threshold is not None and not request.word_timestamps:
         raise RequestError("needs word_timestamps=true", field="hallucination_silence_threshold")
     if request.vad_parameters is not None and not request.vad_filter:
