@@ -164,3 +164,47 @@ def test_many_channels_are_mixed_down():
     t = np.arange(16000) / 16000
     samples = decode_bounded(encode_audio(np.tile(0.2 * np.sin(2 * np.pi * 300 * t), (6, 1)), 16000, layout="5.1"))
     assert samples is not None and samples.size == 16000
+
+
+# -- containers that name other files and sockets ------------------------------------------
+
+def referencing_payloads(target: str):
+    """Bytes whose demuxers open what they name: playlists, concat lists, session descriptions."""
+    return {
+        "hls": f"#EXTM3U\n#EXT-X-TARGETDURATION:11\n#EXTINF:11,\nfile://{target}\n#EXT-X-ENDLIST\n".encode(),
+        "hls-relative": f"#EXTM3U\n#EXT-X-TARGETDURATION:11\n#EXTINF:11,\n{target}\n#EXT-X-ENDLIST\n".encode(),
+        "concat": f"ffconcat version 1.0\nfile '{target}'\n".encode(),
+        "concat-self": b"ffconcat version 1.0\nfile 'pipe:0'\nfile 'file:/proc/self/fd/0'\n",
+        "sdp": b"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 5004 RTP/AVP 0\n",
+        "rtp-sdp-many": b"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\n" + b"".join(b"m=audio %d RTP/AVP 0\n" % p for p in range(6000, 6400, 2)),
+        "ffmetadata": b";FFMETADATA1\ntitle=x\n",
+        "subviewer-url": b"[INFORMATION]\n[TITLE]x\n[AUTHOR]file:///etc/passwd\n",
+    }
+
+
+@pytest.mark.parametrize("name", list(referencing_payloads("/x")))
+def test_containers_that_reference_files_or_sockets_are_refused_without_touching_them(name, data_dir, monkeypatch, tmp_path):
+    """Only real containers open, with no protocol: nothing named inside the bytes is opened.
+    Opened files and sockets are counted from outside FFmpeg, through /proc/self/fd."""
+    import os
+
+    target = str(data_dir / "jfk.flac")
+    payload = referencing_payloads(target)[name]
+    before = set(os.listdir("/proc/self/fd"))
+    seen = []
+    for source in (payload, str(tmp_path / "upload")):
+        if isinstance(source, str):
+            (tmp_path / "upload").write_bytes(payload)
+        with pytest.raises(AudioError) as info:
+            decode_audio(source, MAX_SECONDS)
+        assert "not a supported audio or video container" in str(info.value) or "no audio" in str(info.value), str(info.value)
+        assert "jfk" not in str(info.value)
+        seen.append(str(info.value))
+    assert seen[0] == seen[1]  # the same answer whether the path exists or not: nothing probed it
+    links = {os.readlink(f"/proc/self/fd/{fd}") for fd in set(os.listdir("/proc/self/fd")) - before if os.path.exists(f"/proc/self/fd/{fd}")}
+    assert not any("jfk" in link or "socket:" in link for link in links), links
+
+
+def test_the_container_whitelist_still_takes_every_real_format(clips, data_dir):
+    for name in ("jfk.flac", "hotwords.mp3", "long/columbia.wma", "fleurs/fleurs-de-000.ogg", "stereo_diarization.wav"):
+        assert decode_audio(str(data_dir / name), 600).size > 16000, name

@@ -236,3 +236,29 @@ def test_a_long_silence_inside_speech_stays_empty(tiny_service, data_dir):
         assert transcript.text.lower().count("fellow americans") == 2, fields
         inside = [s for s in transcript.segments if s.start > 12.0 and s.end < 30.0]
         assert inside == [], (fields, inside)
+
+
+def test_a_looping_window_falls_back_to_higher_temperatures(tiny_service, monkeypatch):
+    """A window whose text loops is decoded again at the next temperature, in one batch per round."""
+    from worker.longform import BatchedJob
+
+    seen = []
+
+    def run(key, inputs, context):
+        tokenizer, options = context
+        temperature = options.temperatures[0]
+        seen.append((temperature, len(inputs)))
+        loop = tokenizer.encode(" I don't know what I'm going to do,") * 30
+        fine = tokenizer.encode(" A sentence that says something once.")
+        outputs = []
+        for index, _ in enumerate(inputs):
+            tokens = loop if (index == 0 and temperature < 0.4) else fine
+            outputs.append(parts.WindowOutput(tokens=[TS] + tokens, avg_logprob=-0.3, no_speech_prob=0.1))
+        return outputs
+
+    samples = np.concatenate([decode_audio(str(DATA / "jfk.flac"), 100)] * 3)
+    job = BatchedJob(tiny_service.engine.model.whisper, samples, request(vad_filter=False).decoding_options(), run, None)
+    segments = list(job.segments())
+    assert seen == [(0.0, 2), (0.2, 1), (0.4, 1)]  # text runs to each window's end: no tails
+    assert "know what" not in " ".join(s.text for s in segments)
+    assert segments[0].temperature == 0.4

@@ -15,11 +15,11 @@ def refused(job_input, settings=SETTINGS) -> RequestError:
     return info.value
 
 
-def test_defaults_take_batch_size_from_settings_and_one_temperature():
+def test_defaults_take_batch_size_from_settings_and_the_fallback_temperatures():
     request = parse_request({"audio": "https://example.com/a.wav"}, SETTINGS)
     assert request.batch_size == 8
     assert request.is_batched
-    assert request.temperature == 0.0
+    assert request.temperatures == list(DEFAULT_TEMPERATURES)  # batched windows fall back too
     assert request.vad_filter is True
     assert request.response_format == "verbose_json"
 
@@ -53,8 +53,6 @@ def test_sequential_keeps_the_full_temperature_fallback():
         ({"audio": "a", "audio_base64": "AAAA"}, "audio_base64"),
         ({"audio_base64": ""}, "audio_base64"),
         ({"audio": "a", "condition_on_previous_text": True}, "condition_on_previous_text"),
-        ({"audio": "a", "temperature": [0.0, 0.2]}, "temperature"),
-        ({"audio": "a", "best_of": 2}, "best_of"),
         ({"audio": "a", "batch_size": 1, "hallucination_silence_threshold": 2.0}, "hallucination_silence_threshold"),
         ({"audio": "a", "vad_filter": False, "vad_parameters": {"threshold": 0.4}}, "vad_parameters"),
         ({"audio": "a", "stream": True}, "stream"),

@@ -1,4 +1,4 @@
-"""Decoding any container PyAV reads into 16 kHz mono float32, under a duration limit.
+"""Decoding real audio and video containers into 16 kHz mono float32, under a duration limit.
 
 The samples equal faster-whisper's own `decode_audio` (same resampler settings, s16 then /32768),
 so the worker hears exactly what faster-whisper would. Unlike it, decoding refuses long audio
@@ -17,17 +17,31 @@ import numpy as np
 from .errors import AudioError, AudioTooLong
 
 SAMPLE_RATE = 16000
+# FFmpeg is a programmable reader: playlist, concat and session-description demuxers open other
+# files and sockets named inside the bytes. Only these containers may be opened, and no protocol
+# at all (the bytes reach FFmpeg through a Python file object, so none is needed).
+CONTAINERS = (
+    "wav", "w64", "flac", "mp3", "ogg", "mov", "matroska", "asf", "aac", "aiff", "caf", "amr", "au",
+    "wv", "ape", "tta", "avi", "flv", "mpeg", "mpegts", "ac3", "eac3", "dts", "truehd", "mlp", "voc", "gsm",
+)
+CONTAINER_OPTIONS = {"format_whitelist": ",".join(CONTAINERS), "protocol_whitelist": "none"}
 SILENCE_PEAK = 1e-4  # about -80 dBFS: nothing a microphone records is this quiet
 MAX_CHANNELS = 64
 
 
 def decode_audio(source: Union[str, bytes, BinaryIO], max_seconds: float) -> np.ndarray:
     """Return mono float32 samples at 16 kHz; AudioError for anything that is not usable audio."""
+    if isinstance(source, str):
+        try:
+            with open(source, "rb") as handle:
+                return decode_audio(handle, max_seconds)
+        except OSError as exc:
+            raise AudioError(f"cannot read the audio file: {exc.strerror or type(exc).__name__}", field="audio") from None
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
     max_samples = int(max_seconds * SAMPLE_RATE)
     try:
-        with av.open(source, mode="r", metadata_errors="ignore") as container:
+        with av.open(source, mode="r", metadata_errors="ignore", container_options=CONTAINER_OPTIONS) as container:
             if not container.streams.audio:
                 raise AudioError("contains no audio stream", field="audio")
             stream = container.streams.audio[0]
@@ -35,6 +49,9 @@ def decode_audio(source: Union[str, bytes, BinaryIO], max_seconds: float) -> np.
             samples = _decode_stream(container, stream, max_samples, max_seconds)
     except (AudioError, MemoryError):
         raise
+    except (av.error.InvalidDataError, av.error.ArgumentError) as exc:
+        # also what a container outside CONTAINERS (playlist, concat, sdp, ...) gives
+        raise AudioError(f"cannot decode audio: not a supported audio or video container, or corrupt ({exc.strerror or type(exc).__name__})", field="audio") from None
     except av.error.FFmpegError as exc:
         raise AudioError(f"cannot decode audio: {exc.strerror or type(exc).__name__}", field="audio") from None
     except (ValueError, OSError, EOFError, IndexError, TypeError, AttributeError, RuntimeError) as exc:

@@ -188,7 +188,6 @@ class BatchedJob:
         self.plan = self._plan()
         self.tokenizer = parts.tokenizer_for(whisper, decoding.get("task", "transcribe"), self.plan.language)
         self.options = parts.batched_options(self.tokenizer, decoding)
-        self.key = parts.batching_key(self.tokenizer, self.options)
 
     def _plan(self) -> Plan:
         audio = self.audio
@@ -241,8 +240,47 @@ class BatchedJob:
                         yield segment
 
     def _decode(self, windows: List[Window]) -> List[Tuple[Window, parts.WindowOutput]]:
+        """Decode at the first temperature; windows that fail (a loop, or a low average
+        log-probability, on audio that is not silent) again at each next temperature, all of a
+        round in one batch, as sequential decoding falls back. A window that never passes keeps
+        its most probable result that did not loop."""
         inputs = [parts.window_features(self.whisper, self.audio[w.start:w.end]) for w in windows]
-        return list(zip(windows, self.run(self.key, inputs, (self.tokenizer, self.options))))
+        temperatures = self.options.temperatures
+        tried = [[output] for output in self._generate(inputs, temperatures[0])]
+        for temperature in temperatures[1:]:
+            failing = [i for i, outputs in enumerate(tried) if self._needs_fallback(outputs[-1])]
+            if not failing:
+                break
+            for index, output in zip(failing, self._generate([inputs[i] for i in failing], temperature)):
+                tried[index].append(output)
+        return [(window, self._best(outputs)) for window, outputs in zip(windows, tried)]
+
+    def _generate(self, inputs: List[parts.WindowInput], temperature: float) -> List[parts.WindowOutput]:
+        options = parts.at_temperature(self.options, temperature)
+        outputs = self.run(parts.batching_key(self.tokenizer, options), inputs, (self.tokenizer, options))
+        for output in outputs:
+            output.temperature = temperature
+        return outputs
+
+    def _text(self, output: parts.WindowOutput) -> str:
+        return self.tokenizer.decode([t for t in output.tokens if t < self.tokenizer.eot])
+
+    def _loops(self, output: parts.WindowOutput) -> bool:
+        threshold = self.options.compression_ratio_threshold
+        return threshold is not None and compression_ratio(self._text(output)) > threshold
+
+    def _needs_fallback(self, output: parts.WindowOutput) -> bool:
+        options = self.options
+        if is_silent(output, options.no_speech_threshold, options.log_prob_threshold):
+            return False
+        low = options.log_prob_threshold is not None and output.avg_logprob < options.log_prob_threshold
+        return self._loops(output) or low
+
+    def _best(self, outputs: List[parts.WindowOutput]) -> parts.WindowOutput:
+        if not self._needs_fallback(outputs[-1]):
+            return outputs[-1]
+        candidates = [o for o in outputs if not self._loops(o)] or outputs
+        return max(candidates, key=lambda o: o.avg_logprob)
 
     def _pieces(self, window: Window, output: parts.WindowOutput) -> List[dict]:
         """The window's segment dicts, each ending where the next window's text starts."""
@@ -262,8 +300,16 @@ class BatchedJob:
         options = self.options
         if is_silent(output, options.no_speech_threshold, options.log_prob_threshold):
             return True
-        text = self.tokenizer.decode([t for t in output.tokens if t < self.tokenizer.eot])
-        return is_hallucination(output, text, options.compression_ratio_threshold, options.no_speech_threshold)
+        return is_hallucination(output, self._text(output), options.compression_ratio_threshold, options.no_speech_threshold)
+
+    def _ends_in_text(self, output: parts.WindowOutput) -> bool:
+        begin, eot = self.tokenizer.timestamp_begin, self.tokenizer.eot
+        for token in reversed(output.tokens):
+            if token >= begin:
+                return False
+            if token < eot:
+                return True
+        return False
 
     def _last_timestamp(self, output: parts.WindowOutput) -> Optional[float]:
         stamps = [t for t in output.tokens if t >= self.tokenizer.timestamp_begin]
@@ -276,8 +322,8 @@ class BatchedJob:
         if self._rejected(output):
             return None
         last = self._last_timestamp(output)
-        if last is None or window.duration - last < MIN_TAIL_S:
-            return None
+        if last is None or window.duration - last < MIN_TAIL_S or self._ends_in_text(output):
+            return None  # no timestamps, nothing left, or text runs on to the window's end
         start = window.start + int(last * SAMPLE_RATE)
         if not self._has_speech(start, window.end):
             return None
@@ -303,7 +349,7 @@ class BatchedJob:
         output: parts.WindowOutput = piece["output"]
         return Segment(
             id=0, seek=piece["seek"], start=round(float(piece["start"]), 3), end=round(float(piece["end"]), 3),
-            text=text, tokens=list(piece["tokens"]), temperature=self.options.temperatures[0],
+            text=text, tokens=list(piece["tokens"]), temperature=output.temperature,
             avg_logprob=float(output.avg_logprob), compression_ratio=compression_ratio(text),
             no_speech_prob=float(output.no_speech_prob), words=words,
         )

@@ -29,11 +29,10 @@ DECODING_FIELDS = (
     "without_timestamps", "hallucination_silence_threshold", "multilingual",
 )
 
-# Options faster-whisper's batched pipeline does not use: refused when batch_size > 1.
+# Options the batched long-form loop (worker/longform.py) does not use: refused when batch_size > 1.
 SEQUENTIAL_ONLY = {
     "condition_on_previous_text": "batched decoding never conditions on previous text",
     "hallucination_silence_threshold": "batched decoding does not skip hallucinated silences",
-    "best_of": "batched decoding has no sampling fallback",
 }
 
 SUBTITLE_LAYOUT = ("max_line_width", "max_line_count", "max_words_per_line")
@@ -120,10 +119,10 @@ class TranscriptionRequest(BaseModel):
     def _known_language(cls, value: Optional[str]) -> Optional[str]:
         if value is None:
             return None
-        from faster_whisper.tokenizer import _LANGUAGE_CODES
+        from .whisper_parts import LANGUAGE_CODES
 
         code = value.strip().lower()
-        if code not in _LANGUAGE_CODES:
+        if code not in LANGUAGE_CODES:
             raise ValueError(f"unknown language code {value!r}; use an ISO 639-1 code such as 'en', or omit it to detect")
         return code
 
@@ -256,10 +255,6 @@ def _check_mode(request: TranscriptionRequest) -> None:
             value = getattr(request, name)
             if name in explicit and value is not False and value is not None:
                 raise RequestError(f"{why}; send batch_size=1 for sequential decoding", field=name)
-        if len(request.temperatures) > 1 and "temperature" in explicit:
-            raise RequestError("batched decoding uses a single temperature; send one number or batch_size=1", field="temperature")
-        if "temperature" not in explicit:
-            request.temperature = DEFAULT_TEMPERATURES[0]
     for name in SUBTITLE_LAYOUT:
         if getattr(request, name) is None:
             continue

@@ -2,6 +2,7 @@
 re-checking this file (and its tests) only.
 
 What the worker takes from faster-whisper (1.2.x), and why each touchpoint is here:
+- `tokenizer._LANGUAGE_CODES`: the language codes a request may name.
 - `TranscriptionOptions` and `get_suppressed_tokens`: the options object the library's own
   decoding functions read; the batching key is derived from all of its fields.
 - `WhisperModel.get_prompt` / `find_alignment` / `add_word_timestamps`: prompt layout and word
@@ -26,7 +27,7 @@ import numpy as np
 import faster_whisper.transcribe as fw_transcribe
 import faster_whisper.vad as fw_vad
 from faster_whisper import WhisperModel
-from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.tokenizer import _LANGUAGE_CODES, Tokenizer
 from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
 from faster_whisper.vad import VadOptions
 
@@ -39,6 +40,7 @@ WINDOW_FRAMES = 3000  # the 30 s every Whisper window is padded to
 TIMESTAMP_TOKENS = 1501  # <|0.00|> .. <|30.00|>: the last ids of every Whisper vocabulary
 FEATURE_BLOCK_FRAMES = 6000  # sequential features are computed 60 s at a time
 VAD_BLOCK_WINDOWS = 10000  # Silero windows (512 samples) per ONNX call, as faster-whisper uses
+LANGUAGE_CODES = frozenset(_LANGUAGE_CODES)  # what the tokenizer has a language token for
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class WindowOutput:
     avg_logprob: float
     no_speech_prob: float
     alignment: Optional[List[dict]] = None  # faster-whisper's word alignment, with word timestamps
+    temperature: float = 0.0
 
 
 # -- options, tokenizer, prompt ---------------------------------------------------------
@@ -77,7 +80,7 @@ def batched_options(tokenizer: Tokenizer, decoding: dict) -> TranscriptionOption
     suppress = decoding.get("suppress_tokens", [-1])
     return TranscriptionOptions(
         beam_size=decoding.get("beam_size", 5),
-        best_of=1,
+        best_of=decoding.get("best_of", 5),
         patience=decoding.get("patience", 1.0),
         length_penalty=decoding.get("length_penalty", 1.0),
         repetition_penalty=decoding.get("repetition_penalty", 1.0),
@@ -87,7 +90,7 @@ def batched_options(tokenizer: Tokenizer, decoding: dict) -> TranscriptionOption
         compression_ratio_threshold=decoding.get("compression_ratio_threshold", 2.4),
         condition_on_previous_text=False,
         prompt_reset_on_temperature=0.5,
-        temperatures=[float(decoding.get("temperature", 0.0))],
+        temperatures=[float(t) for t in (decoding.get("temperature", 0.0) if isinstance(decoding.get("temperature"), list) else [decoding.get("temperature", 0.0)])],
         initial_prompt=decoding.get("initial_prompt"),
         prefix=None,
         suppress_blank=True,
@@ -103,6 +106,11 @@ def batched_options(tokenizer: Tokenizer, decoding: dict) -> TranscriptionOption
         hallucination_silence_threshold=None,
         hotwords=decoding.get("hotwords"),
     )
+
+
+def at_temperature(options: TranscriptionOptions, temperature: float) -> TranscriptionOptions:
+    """The options of one decoding pass (the first temperature of the list is the one used)."""
+    return dataclasses.replace(options, temperatures=[temperature])
 
 
 def batching_key(tokenizer: Tokenizer, options: TranscriptionOptions) -> Hashable:
@@ -285,12 +293,15 @@ def run_windows(whisper: WhisperModel, windows: Sequence[WindowInput], tokenizer
         position = prompt.index(tokenizer.language)
         for row, detected in enumerate(whisper.model.detect_language(encoder_output)):
             prompts[row][position] = tokenizer.tokenizer.token_to_id(detected[0][0])
+    temperature = options.temperatures[0]
+    # as faster-whisper's fallback decodes: beam search at 0, best_of samples above
+    search = {"beam_size": options.beam_size, "patience": options.patience} if temperature == 0 else \
+        {"beam_size": 1, "num_hypotheses": options.best_of, "sampling_topk": 0}
     results = whisper.model.generate(
-        encoder_output, prompts, beam_size=options.beam_size, patience=options.patience,
-        length_penalty=options.length_penalty, max_length=whisper.max_length,
+        encoder_output, prompts, length_penalty=options.length_penalty, max_length=whisper.max_length,
         suppress_blank=options.suppress_blank, suppress_tokens=options.suppress_tokens,
-        return_scores=True, return_no_speech_prob=True, sampling_temperature=options.temperatures[0],
-        repetition_penalty=options.repetition_penalty, no_repeat_ngram_size=options.no_repeat_ngram_size,
+        return_scores=True, return_no_speech_prob=True, sampling_temperature=temperature,
+        repetition_penalty=options.repetition_penalty, no_repeat_ngram_size=options.no_repeat_ngram_size, **search,
     )
     outputs = []
     for result in results:
