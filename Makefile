@@ -1,4 +1,4 @@
-# Two commands do everything on a fresh machine (Python 3.10+ with venv):
+# Two commands do everything on a fresh machine (Python 3.11+ with venv):
 #   make demo   set up, then transcribe bundled real speech offline with a small model
 #   make test   set up, then run the whole test suite on CPU
 PYTHON ?= python3

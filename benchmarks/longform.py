@@ -239,7 +239,18 @@ def markdown(data: dict) -> str:
     s = data["settings"]
     lines = [f"# Long-form evaluation — {data['created']}", "", f"`{data['command']}`", "",
              f"Model `{s['model']}` ({s['compute_type']}, {s['device']}), batch size {s['batch_size']}.", ""]
-    lines += report.machine_lines(data["machine"], data["versions"]) + ["", "## Per mode (corpus)", ""]
+    lines += report.machine_lines(data["machine"], data["versions"])
+    if data["summary"]:
+        lines += _evaluation_lines(data)
+    if data.get("memory"):
+        lines += ["", "## Memory on a long recording (decode + transcribe, peak RSS increase)", ""]
+        lines.append(report.markdown_table(["mode", "hours", "samples MB", "RSS +MB", "x samples", "seconds"],
+                                           [[r["mode"], r["audio_hours"], r["samples_mb"], r["rss_increase_mb"], r["ratio_to_samples"], r["seconds"]] for r in data["memory"]]))
+    return "\n".join(lines) + "\n"
+
+
+def _evaluation_lines(data: dict) -> List[str]:
+    lines = ["", "## Per mode (corpus)", ""]
     lines.append(report.markdown_table(
         ["mode", "corpus WER", "min words kept vs sequential", "max segment (s)", "in order", "RTFx"],
         [[m, _pct(v["corpus_wer"]), _pct(v["min_kept_vs_sequential"]), v["max_segment_s"], v["all_in_order"],
@@ -251,11 +262,7 @@ def markdown(data: dict) -> str:
         ["file", "s", "mode", "WER", "words", "kept", "segments", "median / p95 / max seg (s)", "RTFx", "RSS +MB"],
         [[r["file"], r["audio_seconds"], r["mode"], _pct(r.get("wer")), r["words"], _pct(r["kept_vs_sequential"]), r["segments"],
           f"{r['segment_median_s']} / {r['segment_p95_s']} / {r['segment_max_s']}", r["rtfx"], r["rss_increase_mb"]] for r in data["results"]]))
-    if data.get("memory"):
-        lines += ["", "## Memory on a long recording (decode + transcribe, peak RSS increase)", ""]
-        lines.append(report.markdown_table(["mode", "hours", "samples MB", "RSS +MB", "x samples", "seconds"],
-                                           [[r["mode"], r["audio_hours"], r["samples_mb"], r["rss_increase_mb"], r["ratio_to_samples"], r["seconds"]] for r in data["memory"]]))
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _pct(value) -> str:
@@ -300,7 +307,7 @@ def run(args) -> int:
     machine = facts.machine()
     data = {
         "created": dt.datetime.now().isoformat(timespec="seconds"),
-        "command": "python -m benchmarks longform " + " ".join(getattr(args, "argv", []) or []),
+        "command": "python -m benchmarks " + " ".join(getattr(args, "argv", None) or ["longform"]),
         "settings": {"model": args.model, "compute_type": service.engine.model.compute_type, "device": service.engine.model.device,
                      "batch_size": args.batch_size, "modes": modes},
         "machine": machine, "versions": facts.versions(), "results": [], "summary": {}, "targets": [],

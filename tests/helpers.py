@@ -149,6 +149,43 @@ class Routes(http.server.BaseHTTPRequestHandler):
                 pass
             self.close_connection = True
             return
+        if path == "/redirect-with-body":  # a redirect with an 8 MB body, sent over about 1.3 s
+            body = os.urandom(8 * 1024 * 1024)
+            self.send_response(302)
+            self.send_header("Location", "/data/jfk.flac")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            sent = 0
+            try:
+                for start in range(0, len(body), 65536):
+                    self.wfile.write(body[start:start + 65536])
+                    self.wfile.flush()
+                    sent += 65536
+                    time.sleep(0.01)
+            except OSError:
+                pass
+            self.server.redirect_body_sent = sent
+            self.close_connection = True
+            return
+        if path == "/trickle-headers":  # a header byte every 0.2 s, for ever (a read timeout never fires)
+            try:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                for _ in range(200):
+                    self.wfile.write(b"X")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+            self.close_connection = True
+            return
+        if path == "/odd-length":
+            body = (DATA / "jfk.flac").read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", "\u00b2")
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+            return
         if path == "/gzip-bomb":
             body = gzip.compress(b"\0" * (50 * 1024 * 1024))
             self.send_response(200)

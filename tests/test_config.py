@@ -49,3 +49,34 @@ def test_readme_settings_table_matches_the_code():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     for env_name, default, meaning in SETTINGS_DOC.values():
         assert f"| `{env_name}` | {default} | {meaning} |" in readme, env_name
+
+
+@pytest.mark.parametrize("name, raw", [("WHISPER_MAX_AUDIO_SECONDS", "inf"), ("WHISPER_DOWNLOAD_TIMEOUT", "Infinity"),
+                                       ("WHISPER_MAX_BATCH_WAIT_MS", "nan"), ("WHISPER_BATCH_SIZE", "16.5"),
+                                       ("WHISPER_BATCH_SIZE", "inf"), ("WHISPER_LOG_LEVEL", "VERBOSE")])
+def test_non_finite_fractional_and_unknown_values_are_refused_by_name(name, raw):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: raw})
+
+
+def test_whole_numbers_from_the_hub_form_are_accepted():
+    settings = Settings.from_env({"WHISPER_BATCH_SIZE": "16.0", "WHISPER_CONCURRENCY": "4", "WHISPER_MAX_BATCH_SIZE": "3.2e1"})
+    assert (settings.batch_size, settings.concurrency, settings.max_batch_size) == (16, 4, 32)
+
+
+def test_the_log_level_takes_effect_after_the_sdk_configured_logging():
+    import logging
+
+    from worker.__main__ import configure_logging
+
+    root = logging.getLogger()
+    sdk_handler = logging.StreamHandler()
+    root.addHandler(sdk_handler)  # what runpod does on import, before our basicConfig
+    try:
+        configure_logging(Settings.from_env({"WHISPER_LOG_LEVEL": "debug"}))
+        assert logging.getLogger("worker.jobs").isEnabledFor(logging.DEBUG)
+        configure_logging(Settings.from_env({"WHISPER_LOG_LEVEL": "ERROR"}))
+        assert not logging.getLogger("worker.jobs").isEnabledFor(logging.INFO)
+    finally:
+        root.removeHandler(sdk_handler)
+        logging.getLogger("worker").setLevel(logging.NOTSET)

@@ -122,3 +122,63 @@ def test_cancelled_async_job_stops_its_thread(service, run_job, data_dir):
     time.sleep(1.5)
     assert service.engine.scheduler.batches_run == settled
     assert settled - before < full_run_batches  # it stopped before computing all its windows
+
+
+@pytest.mark.parametrize("fault", ["CUDA failed with error an illegal memory access was encountered",
+                                   "CUDA failed with error unspecified launch failure",
+                                   "cuBLAS failed with status CUBLAS_STATUS_EXECUTION_FAILED"])
+def test_a_cuda_fault_asks_for_a_fresh_worker_then_serving_resumes(service, run_job, data_dir, monkeypatch, fault):
+    real = service.engine.scheduler._backend
+
+    def broken_device(windows, context):
+        raise RuntimeError(fault)
+
+    monkeypatch.setattr(service.engine.scheduler, "_backend", broken_device)
+    for fields in ({"batch_size": 4}, {"batch_size": 1}):
+        if fields["batch_size"] == 1:
+            monkeypatch.setattr(service.engine.model.whisper, "generate_segments", lambda *a, **k: broken_device(None, None))
+        out = run_job(service, {"audio": str(data_dir / "jfk.flac"), **fields})
+        assert out["error_code"] == "device_failed" and out["refresh_worker"] is True, out
+    monkeypatch.setattr(service.engine.scheduler, "_backend", real)
+    monkeypatch.undo()
+    assert wer(JFK, run_job(service, {"audio": str(data_dir / "jfk.flac"), "batch_size": 4})["text"]) < 0.1
+
+
+def test_cancelling_a_job_stops_its_download(service, monkeypatch):
+    """The RunPod SDK cancels the handler's task on timeout or client cancel: the download ends."""
+    import threading
+    import time
+
+    from worker import fetch
+    from worker.errors import Cancelled
+
+    ended = {}
+    real = fetch.download
+
+    def watched(*args, **kwargs):
+        try:
+            return real(*args, **kwargs)
+        except BaseException as exc:
+            ended["error"] = exc
+            raise
+        finally:
+            ended["at"] = time.monotonic()
+
+    monkeypatch.setattr(fetch, "download", watched)
+
+    async def cancel_soon():
+        with LocalServer() as server:  # /slow sends a byte a second for 100 s
+            task = asyncio.ensure_future(service.run({"id": "c1", "input": {"audio": server.url("/slow")}}))
+            await asyncio.sleep(0.5)
+            task.cancel()
+            cancelled_at = time.monotonic()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            while "at" not in ended and time.monotonic() - cancelled_at < 5:
+                await asyncio.sleep(0.05)
+            return cancelled_at
+
+    cancelled_at = asyncio.run(cancel_soon())
+    assert "at" in ended and ended["at"] - cancelled_at < 1.0
+    assert isinstance(ended["error"], Cancelled)
+    assert threading.active_count() < 50

@@ -181,3 +181,89 @@ def test_local_paths_need_the_setting(tmp_path):
 
 def test_redact_drops_credentials_and_query():
     assert fetch.redact("https://user:pw@host.test:8443/a/b.wav?X-Amz-Signature=1#f") == "https://host.test:8443/a/b.wav"
+
+
+# -- second round: redirects, deadlines, cancellation, URL forms, leaks ------------------------
+
+def test_a_redirect_body_is_never_read(server, tmp_path):
+    server.httpd.redirect_body_sent = None
+    started = time.monotonic()
+    size = fetch.download(server.url("/redirect-with-body"), str(tmp_path / "a"), limits(max_bytes=2 * 1024 * 1024))
+    assert size > 0 and time.monotonic() - started < 0.8
+    deadline = time.monotonic() + 5
+    while server.httpd.redirect_body_sent is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.httpd.redirect_body_sent is not None and server.httpd.redirect_body_sent < 4 * 1024 * 1024
+
+
+def test_one_deadline_covers_the_headers(server, tmp_path):
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match="timed out"):
+        fetch.download(server.url("/trickle-headers"), str(tmp_path / "a"), limits(timeout=1.0))
+    assert time.monotonic() - started < 2.5
+
+
+def test_cancelling_stops_a_download(server, tmp_path):
+    import threading
+
+    from worker.errors import Cancelled
+
+    cancelled = threading.Event()
+    threading.Timer(0.5, cancelled.set).start()
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        fetch.download(server.url("/slow"), str(tmp_path / "a"), limits(timeout=30.0), cancelled)
+    assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.parametrize("url, match", [
+    ("http://example.com:70000/a.wav", "port"),
+    ("http://example.com:0x50/a.wav", "port"),
+    ("http://" + "a" * 64 + ".com/a.wav", "valid name"),
+    ("http://a..b.com/a.wav", "valid name"),
+    ("http://" + "a." * 130 + "com/a.wav", "valid name"),
+])
+def test_malformed_urls_are_clear_errors_before_any_lookup(url, match, tmp_path, monkeypatch):
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: pytest.fail("resolved a malformed URL"))
+    with pytest.raises(RequestError, match=match):
+        fetch.download(url, str(tmp_path / "a"), limits())
+
+
+def test_a_non_ascii_content_length_is_a_clear_error(server, tmp_path):
+    with pytest.raises(DownloadError, match="Content-Length"):
+        fetch.download(server.url("/odd-length"), str(tmp_path / "a"), limits())
+
+
+def test_error_messages_never_carry_the_query_string(tmp_path):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: connection refused
+    with pytest.raises(DownloadError) as info:
+        fetch.download(f"http://127.0.0.1:{port}/a.wav?X-Amz-Signature=SECRET123&token=SECRET456", str(tmp_path / "a"), limits())
+    assert "SECRET" not in str(info.value) and "SECRET" not in repr(info.value.to_response())
+
+
+def test_logged_urls_cannot_forge_log_lines():
+    logged = fetch.redact("http://example.com/a b\u2028job=forged outcome=ok\r\n\x1b[31mred?sig=SECRET")
+    assert logged.isprintable() and " " not in logged and "\x1b" not in logged and "SECRET" not in logged
+    assert logged.startswith("http://example.com/a%20b")
+
+
+@pytest.mark.parametrize("address", [
+    "fec0::1",                                   # site-local
+    "2002:c0a8:0101::1",                         # 6to4 of 192.168.1.1
+    "2002:7f00:0001::1",                         # 6to4 of 127.0.0.1
+    "2001:0:4136:e378:8000:63bf:f5ff:fffe",      # Teredo, client 10.0.0.1 (obfuscated)
+    "64:ff9b::a00:1",                            # NAT64 of 10.0.0.1
+    "::127.0.0.1",                               # IPv4-compatible loopback
+    "::ffff:169.254.169.254",                    # mapped metadata address
+])
+def test_ipv6_forms_that_lead_to_private_ipv4_are_refused(address):
+    with pytest.raises(UnsafeURL):
+        fetch.check_address(address)
+
+
+def test_public_ipv6_is_allowed():
+    fetch.check_address("2606:4700:4700::1111")
+    fetch.check_address("2002:0808:0808::1")  # 6to4 of 8.8.8.8

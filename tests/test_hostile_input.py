@@ -208,3 +208,44 @@ def test_containers_that_reference_files_or_sockets_are_refused_without_touching
 def test_the_container_whitelist_still_takes_every_real_format(clips, data_dir):
     for name in ("jfk.flac", "hotwords.mp3", "long/columbia.wma", "fleurs/fleurs-de-000.ogg", "stereo_diarization.wav"):
         assert decode_audio(str(data_dir / name), 600).size > 16000, name
+
+
+# -- numbers that reach CTranslate2 ----------------------------------------------------------
+
+NUMERIC = {
+    "patience": st.floats(allow_nan=True, allow_infinity=True),
+    "repetition_penalty": st.floats(allow_nan=True, allow_infinity=True),
+    "length_penalty": st.floats(allow_nan=True, allow_infinity=True),
+    "beam_size": st.integers(-5, 40),
+    "no_repeat_ngram_size": st.integers(-5, 200),
+    "temperature": st.floats(allow_nan=True, allow_infinity=True),
+    "no_speech_threshold": st.floats(allow_nan=True, allow_infinity=True),
+    "suppress_tokens": st.lists(st.integers(-2**40, 2**40) | st.integers(50000, 52000), min_size=1, max_size=4),
+    "temperature_increment_on_fallback": st.floats(allow_nan=True, allow_infinity=True) | st.floats(1e-300, 1e-3),
+}
+
+
+@pytest.fixture(scope="module")
+def short_clip():
+    from helpers import DATA
+
+    return decode_audio(str(DATA / "hotwords.mp3"), 60.0)
+
+
+@settings(max_examples=40 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.sampled_from(sorted(NUMERIC)).flatmap(lambda name: st.tuples(st.just(name), NUMERIC[name])), st.sampled_from([1, 4]))
+def test_any_number_is_refused_by_name_or_decodes(tiny_service, short_clip, option, batch_size):
+    """No value of a numeric option may crash the process, corrupt memory or raise a trace."""
+    name, value = option
+    job = {"audio": "x", name: value, "batch_size": batch_size}
+    if name == "temperature_increment_on_fallback":
+        job = {"audio": "x", name: value, "temperature": 0.0}  # a legacy request
+    try:
+        request = parse_request(job, tiny_service.settings)
+        tiny_service.engine.check(request)
+    except RequestError as exc:
+        assert exc.field in (name, "temperature", "suppress_tokens"), exc
+        return
+    started = time.monotonic()
+    transcript = tiny_service.engine.transcribe(short_clip, request)
+    assert isinstance(transcript.text, str) and time.monotonic() - started < 60

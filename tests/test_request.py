@@ -148,3 +148,18 @@ def test_subtitle_layout_needs_subtitles_and_word_timestamps():
     legacy = {"audio": "a", "transcription": "srt", "word_timestamps": True, "max_words_per_line": 5}
     assert parse_request(legacy, SETTINGS).max_words_per_line == 5
     assert refused({**legacy, "transcription": "plain_text"}).field == "max_words_per_line"
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"patience": 0.05}, "patience"), ({"patience": 1e-9, "beam_size": 5}, "patience"),
+    ({"repetition_penalty": 1e-9}, "repetition_penalty"), ({"repetition_penalty": 0.5}, "repetition_penalty"),
+    ({"temperature_increment_on_fallback": float("nan")}, "temperature_increment_on_fallback"),
+    ({"temperature_increment_on_fallback": 1e-300}, "temperature_increment_on_fallback"),
+    ({"temperature_increment_on_fallback": 0.2, "temperature": float("nan")}, "temperature"),
+])
+def test_numbers_that_break_decoding_are_refused_before_anything_is_built(fields, field):
+    import time
+
+    started = time.monotonic()
+    assert refused({"audio": "a", **fields}).field == field
+    assert time.monotonic() - started < 0.1

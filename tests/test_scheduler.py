@@ -179,3 +179,50 @@ def test_empty_request_returns_at_once():
     scheduler = BatchScheduler(RecordingBackend(), max_batch_size=4, max_wait_s=0.01)
     assert scheduler.run("k", np.zeros((0, 2, 3), dtype=np.float32), None, "empty", threading.Event()).results == []
     scheduler.close()
+
+
+def test_jobs_waiting_on_a_dead_batcher_get_an_error_instead_of_waiting_for_ever(monkeypatch):
+    scheduler = BatchScheduler(RecordingBackend(), max_batch_size=4, max_wait_s=0.01)
+
+    def broken_next_batch():
+        raise RuntimeError("a bug in the batcher")
+
+    monkeypatch.setattr(scheduler, "_next_batch", broken_next_batch)
+    started = time.monotonic()
+    try:
+        scheduler.run("k", windows(1, 2), None, "job1", threading.Event())
+        raise AssertionError("a dead batcher answered")
+    except RuntimeError as exc:
+        assert "batcher thread stopped" in str(exc)
+    assert time.monotonic() - started < 2.0
+    scheduler.close()
+
+
+def test_a_cancel_racing_the_result_never_kills_the_batcher():
+    """Cancel lands between the batcher's check and its set: both transitions are atomic."""
+    gate = threading.Event()
+
+    def slow(rows):
+        gate.wait(2)
+
+    scheduler = BatchScheduler(RecordingBackend(fail=slow), max_batch_size=4, max_wait_s=0.0)
+    for round_ in range(20):
+        cancelled = threading.Event()
+        outcome = []
+
+        def job():
+            try:
+                outcome.append(scheduler.run("k", windows(round_, 2), None, f"job{round_}", cancelled).results)
+            except Cancelled:
+                outcome.append("cancelled")
+
+        thread = threading.Thread(target=job)
+        thread.start()
+        time.sleep(0.02)
+        cancelled.set()
+        gate.set()  # the batch finishes while (or after) the cancel is delivered
+        thread.join(5)
+        gate.clear()
+        assert outcome and (outcome[0] == "cancelled" or len(outcome[0]) == 2)
+    assert scheduler._thread.is_alive()
+    scheduler.close()

@@ -17,13 +17,21 @@ from .config import Settings, SettingsError
 from .models import ModelError
 
 
+def configure_logging(settings: Settings) -> None:
+    """The level applies to the worker's own loggers even when the SDK has configured logging
+    first (basicConfig alone is then a no-op)."""
+    level = settings.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("worker").setLevel(level)
+
+
 def main() -> int:
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         print(f"worker: bad setting: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     # Progress updates post to RunPod's job API, which exists only on RunPod itself.
     progress = runpod.serverless.progress_update if os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT") else None
     try:

@@ -9,12 +9,13 @@ while decoding when it does not (or lies), so hours of audio are never held in m
 from __future__ import annotations
 
 import io
-from typing import BinaryIO, Union
+import threading
+from typing import BinaryIO, Optional, Union
 
 import av
 import numpy as np
 
-from .errors import AudioError, AudioTooLong
+from .errors import AudioError, AudioTooLong, Cancelled
 
 SAMPLE_RATE = 16000
 # FFmpeg is a programmable reader: playlist, concat and session-description demuxers open other
@@ -29,12 +30,12 @@ SILENCE_PEAK = 1e-4  # about -80 dBFS: nothing a microphone records is this quie
 MAX_CHANNELS = 64
 
 
-def decode_audio(source: Union[str, bytes, BinaryIO], max_seconds: float) -> np.ndarray:
+def decode_audio(source: Union[str, bytes, BinaryIO], max_seconds: float, cancelled: Optional[threading.Event] = None) -> np.ndarray:
     """Return mono float32 samples at 16 kHz; AudioError for anything that is not usable audio."""
     if isinstance(source, str):
         try:
             with open(source, "rb") as handle:
-                return decode_audio(handle, max_seconds)
+                return decode_audio(handle, max_seconds, cancelled)
         except OSError as exc:
             raise AudioError(f"cannot read the audio file: {exc.strerror or type(exc).__name__}", field="audio") from None
     if isinstance(source, (bytes, bytearray)):
@@ -46,8 +47,8 @@ def decode_audio(source: Union[str, bytes, BinaryIO], max_seconds: float) -> np.
                 raise AudioError("contains no audio stream", field="audio")
             stream = container.streams.audio[0]
             _check_declared(container, stream, max_seconds)
-            samples = _decode_stream(container, stream, max_samples, max_seconds)
-    except (AudioError, MemoryError):
+            samples = _decode_stream(container, stream, max_samples, max_seconds, cancelled)
+    except (AudioError, MemoryError, Cancelled):
         raise
     except (av.error.InvalidDataError, av.error.ArgumentError) as exc:
         # also what a container outside CONTAINERS (playlist, concat, sdp, ...) gives
@@ -79,7 +80,7 @@ def _check_declared(container, stream, max_seconds: float) -> None:
         raise AudioError(f"has {channels} channels; at most {MAX_CHANNELS} are accepted", field="audio")
 
 
-def _decode_stream(container, stream, max_samples: int, max_seconds: float) -> np.ndarray:
+def _decode_stream(container, stream, max_samples: int, max_seconds: float, cancelled: Optional[threading.Event]) -> np.ndarray:
     resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
     parts = []
     total = 0
@@ -94,7 +95,11 @@ def _decode_stream(container, stream, max_samples: int, max_seconds: float) -> n
             parts.append(array)
 
     packets = container.demux(stream)
+    count = 0
     while True:
+        count += 1
+        if cancelled is not None and count % 256 == 0 and cancelled.is_set():
+            raise Cancelled("job cancelled while decoding")
         try:
             packet = next(packets)
         except StopIteration:

@@ -9,6 +9,8 @@ the single source of that table's names, defaults and meanings.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -82,6 +84,7 @@ class Settings:
         need(self.download_timeout > 0, "WHISPER_DOWNLOAD_TIMEOUT", "must be > 0")
         need(1 <= self.concurrency <= 256, "WHISPER_CONCURRENCY", "must be between 1 and 256")
         need(0 <= self.max_batch_wait_ms <= 10_000, "WHISPER_MAX_BATCH_WAIT_MS", "must be 0..10000")
+        need(isinstance(logging.getLevelName(self.log_level.upper()), int), "WHISPER_LOG_LEVEL", "must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
 
 
 # field -> (environment variable, default shown in docs, meaning)
@@ -124,9 +127,16 @@ def _parse(name: str, raw: str, type_name: str):
                 return False
             raise ValueError(raw)
         if kind == "int":
-            return int(raw)
+            # the Hub's form may send a whole number as "16.0"
+            number = float(raw) if "." in raw or "e" in raw.lower() else int(raw)
+            if isinstance(number, float) and not (math.isfinite(number) and number.is_integer()):
+                raise ValueError(raw)
+            return int(number)
         if kind == "float":
-            return float(raw)
+            number = float(raw)
+            if not math.isfinite(number):  # inf would fail every job, or silently lift a limit
+                raise ValueError(raw)
+            return number
     except ValueError:
         raise SettingsError(f"{name}: cannot read {raw!r} as {kind}") from None
     return raw

@@ -20,11 +20,11 @@ import numpy as np
 from . import whisper_parts as parts
 from .audio import SAMPLE_RATE
 from .config import Settings
-from .errors import RequestError, ResourceExhausted, WorkerError
+from .errors import Cancelled, DeviceFailure, RequestError, ResourceExhausted, WorkerError, is_device_failure
 from .longform import BatchedJob
 from .models import LoadedModel
 from .request import TranscriptionRequest
-from .scheduler import BatchScheduler, Cancelled, is_out_of_memory
+from .scheduler import BatchScheduler, is_out_of_memory
 from .transcript import Segment, Timings, Transcript, Word
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,8 @@ class Engine:
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise ResourceExhausted("out of memory during decoding") from exc
+            if is_device_failure(exc):
+                raise DeviceFailure(f"the GPU reported a fault: {str(exc)[:200]}") from exc
             raise
         finished = time.perf_counter()
         timings.vad = parts.vad_seconds()

@@ -7,7 +7,10 @@
     ├── DownloadError           download_failed 404, timeout, too large, dropped connection
     │   └── UnsafeURL           unsafe_url      non-http scheme or a private/loopback/link-local address
     ├── StorageError            storage_failed  the temporary directory cannot be written (disk full)
-    └── ResourceExhausted       out_of_memory   the model ran out of memory even at batch size 1
+    ├── ResourceExhausted       out_of_memory   the model ran out of memory even at batch size 1
+    └── DeviceFailure           device_failed   CUDA reported a fault (illegal address, launch failure)
+
+    Cancelled (not a WorkerError): the job was cancelled or timed out; its work stops where it is.
 
 `to_response()` is the one place an error becomes the job's `{"error": ...}` output. Anything
 that is not a WorkerError is a bug: it propagates so that the RunPod SDK reports it with a trace.
@@ -65,3 +68,23 @@ class ResourceExhausted(WorkerError):
 
     code = "out_of_memory"
     refresh_worker = True
+
+
+class DeviceFailure(WorkerError):
+    """The GPU reported a fault: its state is unknown, so this worker asks to be replaced."""
+
+    code = "device_failed"
+    refresh_worker = True
+
+
+class Cancelled(Exception):
+    """The job was cancelled (client cancel, timeout): download, decoding and decoding windows stop."""
+
+
+_DEVICE_FAULTS = ("illegal memory access", "illegal address", "launch failure", "device-side assert", "cuda failed",
+                  "cublas_status", "misaligned address", "ecc error", "an illegal instruction")
+
+
+def is_device_failure(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(fault in text for fault in _DEVICE_FAULTS)

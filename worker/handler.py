@@ -25,10 +25,9 @@ import numpy as np
 from . import fetch
 from .audio import SAMPLE_RATE, decode_audio
 from .config import Settings
-from .errors import StorageError, WorkerError
+from .errors import Cancelled, StorageError, WorkerError
 from .formats import legacy_output, openai_output
 from .request import TranscriptionRequest, parse_request
-from .scheduler import Cancelled
 from .transcript import Segment, Timings, Transcript
 
 log = logging.getLogger("worker.jobs")
@@ -103,7 +102,7 @@ class Service:
             request = parse_request(job.get("input") if isinstance(job, dict) else None, self.settings)
             source = _describe_source(request)
             self.engine.check(request)
-            audio = self._load_audio(request, timings)
+            audio = self._load_audio(request, timings, cancelled)
             audio_seconds = audio.size / SAMPLE_RATE
             report = self._progress_reporter(job, on_segment)
             transcript = self.engine.transcribe(audio, request, job_id, report, cancelled)
@@ -128,29 +127,29 @@ class Service:
             )
         return output
 
-    def _load_audio(self, request: TranscriptionRequest, timings: Timings) -> np.ndarray:
+    def _load_audio(self, request: TranscriptionRequest, timings: Timings, cancelled: Optional[threading.Event] = None) -> np.ndarray:
         settings = self.settings
         if request.audio_base64 is not None:
             started = time.perf_counter()
             data = fetch.decode_base64(request.audio_base64, settings.max_download_bytes)
             timings.download = time.perf_counter() - started
-            return self._decode(data, timings)
+            return self._decode(data, timings, cancelled)
         if not fetch.is_url(request.audio):
             path = fetch.check_local_path(request.audio, settings.allow_local_files, settings.max_download_bytes)
-            return self._decode(path, timings)
+            return self._decode(path, timings, cancelled)
         try:
             with tempfile.TemporaryDirectory(prefix="whisper-job-", dir=settings.temp_dir) as workdir:
                 started = time.perf_counter()
                 path = os.path.join(workdir, "audio")
-                fetch.download(request.audio, path, self.limits)
+                fetch.download(request.audio, path, self.limits, cancelled)
                 timings.download = time.perf_counter() - started
-                return self._decode(path, timings)
+                return self._decode(path, timings, cancelled)
         except OSError as exc:
             raise StorageError(f"cannot use temporary storage: {exc.strerror or exc}") from None
 
-    def _decode(self, source, timings: Timings) -> np.ndarray:
+    def _decode(self, source, timings: Timings, cancelled: Optional[threading.Event] = None) -> np.ndarray:
         started = time.perf_counter()
-        audio = decode_audio(source, self.settings.max_audio_seconds)
+        audio = decode_audio(source, self.settings.max_audio_seconds, cancelled)
         timings.decode = time.perf_counter() - started
         return audio
 

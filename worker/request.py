@@ -8,6 +8,7 @@ The engine reads `decoding_options()`; nothing else turns fields into faster-whi
 
 from __future__ import annotations
 
+import math
 from typing import Any, List, Literal, Optional, Union
 
 import numpy as np
@@ -74,7 +75,7 @@ class TranscriptionRequest(BaseModel):
     best_of: int = Field(5, ge=1, le=32)
     patience: float = Field(1.0, gt=0.0, le=10.0)
     length_penalty: float = Field(1.0, ge=0.0, le=10.0)
-    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
+    repetition_penalty: float = Field(1.0, ge=1.0, le=10.0)  # below 1 rewards repeating: Whisper loops
     no_repeat_ngram_size: int = Field(0, ge=0, le=100)
     temperature: Union[float, List[float]] = list(DEFAULT_TEMPERATURES)
     compression_ratio_threshold: Optional[float] = Field(2.4, gt=0.0)
@@ -210,9 +211,9 @@ def _take_legacy(data: dict, renamed: dict) -> dict:
         increment = data.pop("temperature_increment_on_fallback")
         start = data.get("temperature", 0.0)
         if increment is not None:
-            if not _is_number(increment) or increment <= 0:
+            if not _is_number(increment) or not math.isfinite(increment) or increment <= 0:
                 raise RequestError("must be a positive number or null", field="temperature_increment_on_fallback")
-            if not _is_number(start) or not 0.0 <= start <= 1.0:
+            if not _is_number(start) or not math.isfinite(start) or not 0.0 <= start <= 1.0:
                 raise RequestError("must be a number from 0 to 1 when temperature_increment_on_fallback is given", field="temperature")
             if (1.0 - start) / increment > 19:
                 raise RequestError("gives more than 20 temperatures; use an increment of at least (1 - temperature) / 19", field="temperature_increment_on_fallback")
@@ -265,6 +266,8 @@ def _check_mode(request: TranscriptionRequest) -> None:
             raise RequestError("splits cues at word boundaries; it needs word_timestamps=true", field=name)
     if request.max_line_count is not None and request.max_line_width is None and request.max_words_per_line is None:
         raise RequestError("needs max_line_width or max_words_per_line to know where a line ends", field="max_line_count")
+    if request.beam_size * request.patience < 1:
+        raise RequestError(f"beam_size x patience must be at least 1 (got {request.beam_size} x {request.patience:g})", field="patience")
     if request.hallucination_silence_threshold is not None and not request.word_timestamps:
         raise RequestError("needs word_timestamps=true", field="hallucination_silence_threshold")
     if request.vad_parameters is not None and not request.vad_filter:

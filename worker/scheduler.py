@@ -28,13 +28,9 @@ from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin 
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, List, Optional, Sequence
 
-from .errors import ResourceExhausted
+from .errors import Cancelled, ResourceExhausted  # noqa: F401 - Cancelled is part of this module's API
 
 log = logging.getLogger(__name__)
-
-
-class Cancelled(Exception):
-    """The job was cancelled (client cancel, timeout); its windows were dropped."""
 
 
 @dataclass(eq=False)  # identity, not field-wise (numpy) comparison: requests are queue entries
@@ -127,11 +123,19 @@ class BatchScheduler:
 
     # -- batcher side ---------------------------------------------------------------------
     def _loop(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            self._execute(batch)
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                self._execute(batch)
+        except BaseException:  # a bug here: fail every waiting job now, and let the next run() restart the thread
+            log.exception("the batcher thread stopped")
+            with self._cond:
+                waiting = list(self._queue)
+                self._queue.clear()
+            for request in waiting:
+                _fail(request, RuntimeError("the batcher thread stopped; this worker cannot decode"))
 
     def _next_batch(self) -> Optional[List[tuple]]:
         """Wait for windows, then take up to max_batch_size rows of one key, round-robin by job."""
