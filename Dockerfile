@@ -56,6 +56,9 @@ RUN python -m builder.prepare_model --output /models/whisper --source "$MODEL_SO
 FROM ${PYTHON_IMAGE} AS runtime
 # The name jobs report as `model` and that requests in the worker-faster_whisper style may send.
 ARG MODEL_NAME=large-v3
+# The git commit the image is built from; every job reports it as metrics.image_revision, so a
+# release test can tell which image answered.
+ARG GIT_REVISION=unknown
 
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
@@ -68,12 +71,15 @@ ENV LD_LIBRARY_PATH=/usr/local/lib/python3.11/site-packages/nvidia/cublas/lib \
     WHISPER_MODEL=/models/whisper \
     WHISPER_MODEL_NAME=${MODEL_NAME} \
     WHISPER_LOCAL_FILES_ONLY=true \
-    HF_HUB_OFFLINE=1 \
+    WHISPER_IMAGE_REVISION=${GIT_REVISION} \
     CUDA_CACHE_MAXSIZE=4294967296
 
 COPY --from=model /models/whisper /models/whisper
 COPY worker/ worker/
 COPY handler.py ./
+# `docker run IMAGE` with no job source runs this job (RunPod's convention): a Harvard sentence
+# as base64, so the image proves itself offline.
+COPY test_input.json ./
 COPY builder/entrypoint.sh builder/entrypoint.sh
 
 ENTRYPOINT ["/app/builder/entrypoint.sh"]

@@ -6,14 +6,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 AUDIO ?= tests/data/jfk.flac
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean image-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# The CPU build of torch first (for the transformers baseline and the converter tests);
-	# any other torch would pull gigabytes of CUDA packages.
-	$(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q "torch==2.13.0+cpu" --index-url https://download.pytorch.org/whl/cpu
+	# The CPU build of torch first (for the transformers baseline and the converter tests); any
+	# other torch would pull gigabytes of CUDA packages. "+cpu" never matches PyPI's CUDA build:
+	# a local wheel where there is one, else the PyTorch CPU index (GitHub runners).
+	$(PY) -m pip install -q "torch==2.13.0+cpu" || $(PY) -m pip install -q "torch==2.13.0+cpu" --index-url https://download.pytorch.org/whl/cpu
 	# The image's pins as constraints, so the tests run against exactly what the image installs
 	# (index options dropped: the CPU torch above already satisfies the converter's pin).
 	grep -hv '^-' builder/requirements.txt builder/requirements-convert.txt > $(VENV)/constraints.txt
@@ -27,6 +28,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# Build the image with tiny.en baked in and run its own test_input.json offline (Docker or podman).
+image-check: setup
+	PYTHON=$(PY) scripts/image_check.sh
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -35,12 +35,27 @@ from .progress import progress_bar
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNPOD_API = "https://api.runpod.ai/v2"
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+# Malformed and hostile jobs (the second hardening round's classes): each must be refused with
+# the worker's own error while the valid jobs around it are served.
 INVALID_JOBS = [
     {"audio_base64": "%%% not base64 %%%"},
-    {"audio_base64": base64.b64encode(b"not audio at all" * 64).decode()},
+    {"audio_base64": _b64(b"not audio at all" * 64)},
     {"audio": "ftp://example.com/a.wav"},
     {"audio_base64": "AAAA", "beam_size": "wide"},
     {"audio_base64": "AAAA", "unknown_field": 1},
+    {"audio_base64": "AAAA", "suppress_tokens": [2**31, 51865]},
+    {"audio_base64": _b64(b"#EXTM3U\n#EXT-X-TARGETDURATION:11\n#EXTINF:11,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n")},
+    {"audio_base64": _b64(b"ffconcat version 1.0\nfile '/etc/hostname'\n")},
+    {"audio_base64": _b64(b"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 5004 RTP/AVP 0\n")},
+    {"audio": "http://example.com:70000/a.wav?sig=SECRET"},
+    {"audio": "http://[fec0::1]/a.wav"},
+    {"audio": "http://[2002:c0a8:101::1]/a.wav"},
+    {"audio_base64": "AAAA", "initial_prompt": " shuttle" * 300, "hotwords": " shuttle" * 300},
+    {"audio_base64": "AAAA", "patience": 1e-9},
 ]
 
 

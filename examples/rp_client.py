@@ -123,5 +123,20 @@ def wait(endpoint: runpod.Endpoint, job_id: str, timeout: float = 600, every: fl
         if state.get("status") in FINAL:
             return state
         if time.monotonic() > deadline:
-            raise TimeoutError(f"job {job_id} still {state.get('status')} after {timeout:.0f} s")
+            # giving up must not leave the job running (and billing): cancel it first
+            cancelled = "cancelled" if cancel(endpoint, job_id) else "cancel failed"
+            raise TimeoutError(f"job {job_id} still {state.get('status')} after {timeout:.0f} s ({cancelled})")
         time.sleep(every)
+
+
+def cancel(endpoint: runpod.Endpoint, job_id: str) -> bool:
+    """POST /cancel/{id}; True when the API accepted it (best effort: never raises)."""
+    try:
+        endpoint.rp_client.post(f"{endpoint.endpoint_id}/cancel/{job_id}", None, timeout=10)
+        return True
+    except Exception:  # noqa: BLE001 - the caller is already giving up; say so, do not crash
+        return False
+
+
+def status(endpoint: runpod.Endpoint, job_id: str) -> dict:
+    return endpoint.rp_client.get(f"{endpoint.endpoint_id}/status/{job_id}", timeout=10)

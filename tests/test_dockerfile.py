@@ -154,3 +154,43 @@ def test_entrypoint_execs_the_command_with_a_cache_path(tmp_path):
     else:
         assert chosen["CUDA_CACHE_PATH"] in ("/var/cache/cuda", "/tmp/cuda-cache")
     assert "/runpod-volume/cuda-cache" in ENTRYPOINT.read_text()
+
+
+def test_the_hub_is_governed_by_one_setting_only():
+    """HF_HUB_OFFLINE in the image would override WHISPER_LOCAL_FILES_ONLY=false (the Turbo preset)."""
+    env = " ".join(args_of("ENV"))
+    assert "HF_HUB_OFFLINE" not in env
+    assert "WHISPER_IMAGE_REVISION=${GIT_REVISION}" in env and "GIT_REVISION=unknown" in " ".join(args_of("ARG"))
+
+
+def test_hub_offline_follows_whisper_local_files_only(monkeypatch):
+    import sys
+
+    import huggingface_hub.constants  # imported first, as a dependency may do
+
+    from worker.__main__ import hub_follows_settings
+    from worker.config import Settings
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    hub_follows_settings(Settings(local_files_only=False))
+    assert sys.modules["huggingface_hub.constants"].HF_HUB_OFFLINE is False
+    import os
+
+    assert os.environ["HF_HUB_OFFLINE"] == "0"
+    hub_follows_settings(Settings(local_files_only=True))
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is True and os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_the_image_carries_a_test_job_that_transcribes(tiny_service, run_job):
+    """`docker run IMAGE` with no job source runs test_input.json (copied to WORKDIR)."""
+    import json
+
+    from helpers import ROOT, references, wer
+
+    assert "test_input.json" in " ".join(args_of("COPY"))
+    assert "!test_input.json" in (ROOT / ".dockerignore").read_text()
+    job = json.loads((ROOT / "test_input.json").read_text())
+    out = run_job(tiny_service, job["input"])
+    assert wer(references(ROOT / "tests" / "data" / "harvard")["spk1_snt1.wav"], out["text"]) < 0.2
+    assert out["metrics"]["image_revision"] is None  # set only in an image build

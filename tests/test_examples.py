@@ -172,3 +172,52 @@ def test_payload_limit_is_checked_before_sending(tmp_path):
         rp_client.audio_input(str(big), "run")
     assert "audio_base64" in rp_client.audio_input(str(big), "runsync")
     assert rp_client.audio_input("https://example.com/a.mp3") == {"audio": "https://example.com/a.mp3"}
+
+
+def test_make_demo_ends_with_what_a_person_reads():
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py")], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = run.stdout
+    assert "WEBVTT" in out and "ask not what" in out
+    assert out.strip().splitlines()[-1].startswith("language en · 11.0 s of audio")
+    assert "Job result" not in out + run.stderr and "'segments'" not in out + run.stderr  # no SDK dict dumps
+
+
+def test_stream_reports_a_failed_job_instead_of_blaming_the_setting(streaming_api, tmp_path):
+    bogus = tmp_path / "not-audio.wav"
+    bogus.write_bytes(b"this is not audio" * 10)
+    result = run_example("client_stream.py", streaming_api, str(bogus))
+    assert result.returncode == 1
+    assert "transcription failed" in result.stderr and "invalid_audio" not in result.stdout
+    assert "WHISPER_STREAMING" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_giving_up_on_a_job_cancels_it():
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import rp_client
+    finally:
+        sys.path.remove(str(EXAMPLES))
+
+    class FakeClient:
+        posts = []
+
+        def get(self, path, timeout):
+            return {"status": "IN_QUEUE"}
+
+        def post(self, path, data, timeout):
+            self.posts.append(path)
+            return {"status": "CANCELLED"}
+
+    class FakeEndpoint:
+        endpoint_id = "ep"
+        rp_client = FakeClient()
+
+    with pytest.raises(TimeoutError, match="cancelled"):
+        rp_client.wait(FakeEndpoint(), "job-1", timeout=0.05, every=0.01)
+    assert FakeClient.posts == ["ep/cancel/job-1"]

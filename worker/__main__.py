@@ -25,6 +25,16 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("worker").setLevel(level)
 
 
+def hub_follows_settings(settings: Settings) -> None:
+    """WHISPER_LOCAL_FILES_ONLY alone decides whether the hub may be contacted: an HF_HUB_OFFLINE
+    left in the environment (older images set it) must not make a download preset fail for ever."""
+    offline = settings.local_files_only
+    os.environ["HF_HUB_OFFLINE"] = "1" if offline else "0"
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:  # already imported: it read the variable once, at import
+        constants.HF_HUB_OFFLINE = offline
+
+
 def main() -> int:
     try:
         settings = Settings.from_env()
@@ -32,6 +42,7 @@ def main() -> int:
         print(f"worker: bad setting: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
+    hub_follows_settings(settings)
     # Progress updates post to RunPod's job API, which exists only on RunPod itself.
     progress = runpod.serverless.progress_update if os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT") else None
     try:

@@ -47,6 +47,7 @@ class Settings:
     streaming: bool = False
     temp_dir: Optional[str] = None
     log_level: str = "INFO"
+    image_revision: Optional[str] = None
 
     @property
     def served_model_name(self) -> str:
@@ -109,7 +110,8 @@ SETTINGS_DOC = {
     "max_batch_wait_ms": ("WHISPER_MAX_BATCH_WAIT_MS", "10", "How long the scheduler waits for more windows before running a partial batch."),
     "streaming": ("WHISPER_STREAMING", "false", "Register the generator handler so `stream: true` jobs yield segments live; outputs then become lists (see README)."),
     "temp_dir": ("WHISPER_TEMP_DIR", "(system default)", "Directory for per-job temporary files (always removed after the job)."),
-    "log_level": ("WHISPER_LOG_LEVEL", "INFO", "Python logging level."),
+    "log_level": ("WHISPER_LOG_LEVEL", "INFO", "Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL."),
+    "image_revision": ("WHISPER_IMAGE_REVISION", "(set by the image build: the git commit)", "Reported by every job as `metrics.image_revision`, so a release test can tell which image answered."),
 }
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -194,6 +194,7 @@ class Service:
             "model": model.name,
             "compute_type": model.compute_type,
             "device": model.device,
+            "image_revision": self.settings.image_revision,
         }
         return output
 
