@@ -96,3 +96,32 @@ def test_release_test_script_reads_the_hub_tests_and_judges_outputs():
     assert "invalid_audio" in module.check_output("t", {"error": "not audio", "error_code": "invalid_audio"})
     assert "expected an object" in module.check_output("t", ["a"])
     assert module.main(["prog"]) == 2
+
+
+def test_release_test_waits_for_the_rollout_and_proves_which_image_answered():
+    module = release_test_module()
+    good = {"text": "hello", "metrics": {"image_revision": "abc"}}
+    assert module.check_output("t", good, "abc") == ""
+    assert "old worker" in module.check_output("t", {**good, "metrics": {"image_revision": "old"}}, "abc")
+    failed = {"status": "FAILED", "error": "worker exited", "output": {"error": "audio: not audio", "error_code": "invalid_audio"}}
+    assert "worker exited" in module.check_state("t", failed) and "invalid_audio" in module.check_state("t", failed)
+    assert "NoneType" not in module.check_state("t", {"status": "FAILED"})
+
+    class Reply:
+        def __init__(self, data):
+            self.data = data
+
+        def raise_for_status(self):
+            pass
+
+        def json(self):
+            return self.data
+
+    replies = [{"version": 2, "workers": [{"image": "old:1"}, {"image": "new:2"}]},
+               {"version": 3, "workers": [{"image": "new:2"}]}]
+    calls = []
+    module.wait_for_rollout("key", "ep", "new:2", timeout=60, every=0, get=lambda *a, **k: calls.append(k) or Reply(replies.pop(0)), sleep=lambda s: None)
+    assert len(calls) == 2 and calls[0]["params"] == {"includeWorkers": "true"}
+    stuck = lambda *a, **k: Reply({"workers": [{"image": "old:1"}]})  # noqa: E731
+    with pytest.raises(TimeoutError, match="old image"):
+        module.wait_for_rollout("key", "ep", "new:2", timeout=0, every=0, get=stuck, sleep=lambda s: None)
