@@ -262,3 +262,22 @@ def test_a_looping_window_falls_back_to_higher_temperatures(tiny_service, monkey
     assert seen == [(0.0, 2), (0.2, 1), (0.4, 1)]  # text runs to each window's end: no tails
     assert "know what" not in " ".join(s.text for s in segments)
     assert segments[0].temperature == 0.4
+
+
+def test_max_speech_duration_bounds_batched_windows_and_segments(tiny_service):
+    samples = decode_audio(str(DATA / "long" / "columbia.wma"), 600)
+    transcript = tiny_service.engine.transcribe(samples, request(vad_parameters={"max_speech_duration_s": 8}))
+    assert max(s.end - s.start for s in transcript.segments) <= 8.0
+    default = tiny_service.engine.transcribe(samples, request())
+    assert max(s.end - s.start for s in default.segments) > 8.0  # so the option changed something
+    assert words(transcript.text, "en") >= 0.95 * words(default.text, "en")
+
+
+def test_short_windows_always_make_progress():
+    rng = np.random.default_rng(5)
+    audio = rng.standard_normal(40 * SR).astype(np.float32)
+    for longest in (1.0, 2.5, 7.0):
+        windows = plan_windows(audio, [(0, audio.size)], max_window_s=longest)
+        assert windows[0].start == 0 and windows[-1].end == audio.size
+        assert all(0 < w.end - w.start <= longest * SR for w in windows)
+        assert all(b.start == a.end for a, b in zip(windows, windows[1:]))

@@ -88,16 +88,77 @@ def test_windows_with_different_settings_never_share_a_batch():
     backend = RecordingBackend()
     scheduler = BatchScheduler(backend, max_batch_size=8, max_wait_s=0.05)
     run_jobs(scheduler, [(1, 2), (2, 2)], key=lambda job: f"settings-{job}")
+    assert sorted(v for batch in backend.batches for v in batch) == [1000, 1001, 2000, 2001]  # all computed
     for batch in backend.batches:
         assert len({int(v) // 1000 for v in batch}) == 1
     scheduler.close()
 
 
-def test_a_lone_window_waits_at_most_the_max_wait():
-    scheduler = BatchScheduler(RecordingBackend(), max_batch_size=16, max_wait_s=0.05)
-    started = time.monotonic()
-    run_jobs(scheduler, [(1, 1)])
-    assert time.monotonic() - started < 1.0
+def test_jobs_with_equal_settings_do_share_a_batch():
+    """Cross-job batching, proven: one batch holds windows of both jobs."""
+    first_batch_running, release = threading.Event(), threading.Event()
+
+    def hold_first_batch(rows):
+        if not first_batch_running.is_set():
+            first_batch_running.set()
+            release.wait(5)
+
+    backend = RecordingBackend(fail=hold_first_batch)
+    scheduler = BatchScheduler(backend, max_batch_size=8, max_wait_s=0.0)
+    blocker = threading.Thread(target=lambda: scheduler.run("k", windows(9, 1), None, "blocker", threading.Event()))
+    blocker.start()
+    assert first_batch_running.wait(5)  # while it runs, both jobs queue up
+    jobs = threading.Thread(target=lambda: run_jobs(scheduler, [(1, 2), (2, 2)]))
+    jobs.start()
+    deadline = time.monotonic() + 5
+    while sum(r.pending for r in scheduler._queue) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    jobs.join(10)
+    blocker.join(10)
+    assert sorted(backend.batches[1]) == [1000, 1001, 2000, 2001]
+    scheduler.close()
+
+
+def test_a_lone_window_waits_for_the_max_wait_and_no_longer():
+    for max_wait in (0.05, 0.3):
+        backend = RecordingBackend()
+        called = []
+        backend.fail = lambda rows: called.append(time.monotonic())
+        scheduler = BatchScheduler(backend, max_batch_size=16, max_wait_s=max_wait)
+        started = time.monotonic()
+        run_jobs(scheduler, [(1, 1)])
+        waited = called[0] - started
+        assert max_wait * 0.9 <= waited < max_wait + 0.25, (max_wait, waited)
+        scheduler.close()
+
+
+def test_a_backend_error_reaches_every_job_of_the_failed_batch():
+    first_batch_running, release = threading.Event(), threading.Event()
+
+    def fail_second_batch(rows):
+        if not first_batch_running.is_set():
+            first_batch_running.set()
+            release.wait(5)
+            return
+        raise ValueError("simulated CTranslate2 failure")
+
+    backend = RecordingBackend(fail=fail_second_batch)
+    scheduler = BatchScheduler(backend, max_batch_size=8, max_wait_s=0.0)
+    blocker = threading.Thread(target=lambda: scheduler.run("k", windows(9, 1), None, "blocker", threading.Event()))
+    blocker.start()
+    assert first_batch_running.wait(5)
+    outcome = {}
+    jobs = threading.Thread(target=lambda: outcome.update(zip(("results", "errors"), run_jobs(scheduler, [(1, 2), (2, 1)]))))
+    jobs.start()
+    deadline = time.monotonic() + 5
+    while sum(r.pending for r in scheduler._queue) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    jobs.join(10)
+    blocker.join(10)
+    assert sorted(backend.batches[1]) == [1000, 1001, 2000]  # one batch held both jobs
+    assert set(outcome["errors"]) == {1, 2} and all(isinstance(e, ValueError) for e in outcome["errors"].values())
     scheduler.close()
 
 

@@ -85,12 +85,13 @@ def plan_windows(audio: np.ndarray, spans: Sequence[Tuple[int, int]], max_window
     """Contiguous windows of at most max_window_s covering every span. A window that cannot take
     the next span ends at its longest pause past MIN_WINDOW_S, so cuts fall between sentences."""
     longest = int(max_window_s * SAMPLE_RATE)
-    search = int(CUT_SEARCH_S * SAMPLE_RATE)
+    search = min(int(CUT_SEARCH_S * SAMPLE_RATE), longest // 3)
     pieces: List[Tuple[int, int]] = []
     for start, end in spans:
         while end - start > longest:
             # never leave a sliver behind the cut: it would be a window of its own
-            cut = quietest_point(audio, start + longest - search, min(start + longest, end - int(MIN_TAIL_S * SAMPLE_RATE)))
+            high = max(start + longest - search + 1, min(start + longest, end - int(MIN_TAIL_S * SAMPLE_RATE)))
+            cut = quietest_point(audio, start + longest - search, high)
             pieces.append((start, cut))
             start = cut
         if end > start:
@@ -198,7 +199,10 @@ class BatchedJob:
         else:
             self.spans = None
             spans = [(0, audio.shape[0])]
-        windows = plan_windows(audio, spans)
+        # a request's max_speech_duration_s bounds the windows too (faster-whisper's batched
+        # pipeline silently replaces it with 30 s)
+        longest = min(MAX_WINDOW_S, float((self.decoding.get("vad_parameters") or {}).get("max_speech_duration_s", MAX_WINDOW_S)))
+        windows = plan_windows(audio, spans, max_window_s=longest)
         speech = sum(end - start for start, end in spans) / SAMPLE_RATE
         language = self.decoding.get("language")
         probability = 1.0

@@ -51,7 +51,7 @@ class VadParameters(BaseModel):
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     neg_threshold: Optional[float] = Field(None, ge=0.0, le=1.0)
     min_speech_duration_ms: int = Field(0, ge=0, le=60_000)
-    max_speech_duration_s: float = Field(float("inf"), gt=0.0)
+    max_speech_duration_s: float = Field(float("inf"), ge=1.0)  # batched windows follow it too
     min_silence_duration_ms: int = Field(2000, ge=0, le=600_000)
     speech_pad_ms: int = Field(400, ge=0, le=10_000)
 
