@@ -17,9 +17,9 @@
 # The driver comes from the host (NVIDIA container toolkit): the host must run CUDA >= 12.8
 # (driver >= 570) for the PTX JIT on H100-class GPUs; .runpod/hub.json allows only such hosts.
 #
-# Size budget (uncompressed, estimated; check with `docker image ls` after a build): base
-# ~150 MB + Python packages ~1.2 GB (cuBLAS is most of it; ctranslate2, onnxruntime for the VAD,
-# av) + model (large-v3 float16 3.1 GB, int8 about half) = under 5 GB for the default image.
+# Size (uncompressed, measured with podman, docs/deployment.md): Python packages 1.5 GB (cuBLAS
+# most of it; ctranslate2, onnxruntime for the VAD, av) + base ~150 MB + model (large-v3 float16
+# 3.1 GB, int8 about half) = about 4.8 GB for the default image; with tiny.en it is 1.85 GB.
 # A build over 6 GB means something unplanned got in. containerDiskInGb 20 leaves room for audio.
 # The model stage's torch/transformers (convert path only) never reach the final image.
 
