@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 AUDIO ?= tests/data/jfk.flac
 
-.PHONY: setup demo test bench clean image-check
+.PHONY: setup demo test bench clean image-check fuzz
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ test: setup
 # Build the image with tiny.en baked in and run its own test_input.json offline (Docker or podman).
 image-check: setup
 	PYTHON=$(PY) scripts/image_check.sh
+
+# Property-based and fuzz tests with fresh random examples (CI replays fixed ones). The seed is
+# printed; rerun a failure with SEED=<it>. FUZZ_SCALE multiplies the example counts.
+SEED ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+fuzz: setup
+	@echo "hypothesis seed: $(SEED)"
+	$(PY) -m pytest -q tests/test_hostile_input.py tests/test_request.py --hypothesis-profile=explore --hypothesis-seed=$(SEED)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

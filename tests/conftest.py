@@ -13,6 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# Per-push CI replays fixed examples (Hypothesis' own "ci" profile, chosen when CI is set);
+# `make fuzz` and the scheduled fuzz workflow explore fresh ones with a printed seed.
+hypothesis_settings.register_profile("explore", derandomize=False, deadline=None, print_blob=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"

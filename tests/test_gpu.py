@@ -1,17 +1,26 @@
 """Checks only a CUDA GPU can answer; they skip cleanly everywhere else (CI has no GPU).
 
 On a GPU machine: the worker's own loader picks CUDA and float16 by itself, the cross-job
-scheduler path with word timestamps (encoder rows copied to host and split) gives the same text as
-faster-whisper's batched pipeline on the device, and the NVML sampler sees the model's memory.
+scheduler path with word timestamps (aligned on the device) keeps the words sequential decoding
+finds, and the NVML sampler sees the model's memory.
 """
+
+import os
 
 import pytest
 
-ctranslate2 = pytest.importorskip("ctranslate2")
+# On a machine that must have a working GPU (the GPU pod, the release check) set
+# WHISPER_REQUIRE_GPU=1: a broken CUDA set-up then fails these tests instead of skipping them.
+REQUIRED = os.environ.get("WHISPER_REQUIRE_GPU") == "1"
+ctranslate2 = pytest.importorskip("ctranslate2") if not REQUIRED else __import__("ctranslate2")
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(ctranslate2.get_cuda_device_count() == 0, reason="no CUDA GPU visible to CTranslate2"),
+    pytest.mark.skipif(ctranslate2.get_cuda_device_count() == 0 and not REQUIRED, reason="no CUDA GPU visible to CTranslate2 (WHISPER_REQUIRE_GPU=1 makes this a failure)"),
 ]
+
+
+def test_a_cuda_gpu_is_visible():
+    assert ctranslate2.get_cuda_device_count() > 0, "WHISPER_REQUIRE_GPU=1 but CTranslate2 sees no CUDA device"
 
 
 @pytest.fixture(scope="module")
