@@ -43,6 +43,11 @@ def main() -> int:
         return 2
     configure_logging(settings)
     hub_follows_settings(settings)
+    if settings.mode == "openai":
+        from . import openai_api
+
+        openai_api.serve(settings, lambda: entry.Service.from_settings(settings))
+        return 0
     # Progress updates post to RunPod's job API, which exists only on RunPod itself.
     progress = runpod.serverless.progress_update if os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT") else None
     try:

@@ -48,6 +48,13 @@ class Settings:
     temp_dir: Optional[str] = None
     log_level: str = "INFO"
     image_revision: Optional[str] = None
+    mode: str = "queue"
+    port: int = 80
+    port_health: Optional[int] = None
+
+    @property
+    def health_port(self) -> int:
+        return self.port_health or self.port
 
     @property
     def served_model_name(self) -> str:
@@ -86,6 +93,9 @@ class Settings:
         need(1 <= self.concurrency <= 256, "WHISPER_CONCURRENCY", "must be between 1 and 256")
         need(0 <= self.max_batch_wait_ms <= 10_000, "WHISPER_MAX_BATCH_WAIT_MS", "must be 0..10000")
         need(isinstance(logging.getLevelName(self.log_level.upper()), int), "WHISPER_LOG_LEVEL", "must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        need(self.mode in ("queue", "openai"), "WHISPER_MODE", "must be queue (RunPod queue endpoints) or openai (load-balancing endpoints)")
+        need(1 <= self.port <= 65535, "PORT", "must be 1..65535")
+        need(self.port_health is None or 1 <= self.port_health <= 65535, "PORT_HEALTH", "must be 1..65535")
 
 
 # field -> (environment variable, default shown in docs, meaning)
@@ -111,6 +121,9 @@ SETTINGS_DOC = {
     "streaming": ("WHISPER_STREAMING", "false", "Register the generator handler so `stream: true` jobs yield segments live; outputs then become lists (see README)."),
     "temp_dir": ("WHISPER_TEMP_DIR", "(system default)", "Directory for per-job temporary files (always removed after the job)."),
     "log_level": ("WHISPER_LOG_LEVEL", "INFO", "Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL."),
+    "mode": ("WHISPER_MODE", "queue", "queue: the RunPod handler (queue endpoints); openai: OpenAI's audio API over HTTP on PORT (load-balancing endpoints; see README)."),
+    "port": ("PORT", "80", "The openai mode's HTTP port (RunPod's load-balancing convention)."),
+    "port_health": ("PORT_HEALTH", "(the value of PORT)", "The openai mode's /ping port: 204 while the model loads, 200 once it can serve."),
     "image_revision": ("WHISPER_IMAGE_REVISION", "(set by the image build: the git commit)", "Reported by every job as `metrics.image_revision`, so a release test can tell which image answered."),
 }
 

@@ -90,7 +90,9 @@ class Service:
                 cancelled.set()
 
     # -- the job itself (runs in a worker thread) -----------------------------------------
-    def process(self, job: dict, on_segment=None, cancelled: Optional[threading.Event] = None) -> dict:
+    def process(self, job: dict, on_segment=None, cancelled: Optional[threading.Event] = None, upload: Optional[str] = None) -> dict:
+        """One job, start to end. `upload`: the path of an uploaded file holding the audio (the
+        OpenAI server mode); otherwise the input names it."""
         job_id = str(job.get("id", "local")) if isinstance(job, dict) else "local"
         started = time.perf_counter()
         timings = Timings()
@@ -99,10 +101,10 @@ class Service:
         outcome = "crashed"  # stays so only if a bug escapes
         engine_timings = Timings()
         try:
-            request = parse_request(job.get("input") if isinstance(job, dict) else None, self.settings)
-            source = _describe_source(request)
+            request = parse_request(job.get("input") if isinstance(job, dict) else None, self.settings, uploaded=upload is not None)
+            source = "upload" if upload is not None else _describe_source(request)
             self.engine.check(request)
-            audio = self._load_audio(request, timings, cancelled)
+            audio = self._decode(upload, timings, cancelled) if upload is not None else self._load_audio(request, timings, cancelled)
             audio_seconds = audio.size / SAMPLE_RATE
             report = self._progress_reporter(job, on_segment)
             transcript = self.engine.transcribe(audio, request, job_id, report, cancelled)

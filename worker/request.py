@@ -167,8 +167,9 @@ class LegacyOutput(BaseModel):
 TranscriptionRequest.model_rebuild()
 
 
-def parse_request(job_input: Any, settings: Settings) -> TranscriptionRequest:
-    """Validate one job's input; every failure is a RequestError naming the field."""
+def parse_request(job_input: Any, settings: Settings, uploaded: bool = False) -> TranscriptionRequest:
+    """Validate one job's input; every failure is a RequestError naming the field. `uploaded`:
+    the audio came as a file (the OpenAI server mode), so the input names none."""
     if not isinstance(job_input, dict):
         raise RequestError(f"must be a JSON object, got {_json_type(job_input)}", field="input")
     data = dict(job_input)
@@ -183,7 +184,12 @@ def parse_request(job_input: Any, settings: Settings) -> TranscriptionRequest:
             request._legacy = LegacyOutput.model_validate(legacy)
     except ValidationError as exc:
         raise _as_request_error(exc, renamed) from None
-    _check_audio_source(request)
+    if uploaded:
+        for name in ("audio", "audio_base64"):
+            if getattr(request, name) is not None:
+                raise RequestError("send the audio as the `file` part, not as a field", field=name)
+    else:
+        _check_audio_source(request)
     if request.batch_size is None:
         request.batch_size = settings.batch_size
     _check_mode(request)
