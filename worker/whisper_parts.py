@@ -18,6 +18,7 @@ Everything else (segment rules, windows, no-speech filtering) is the worker's ow
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
 from dataclasses import dataclass
@@ -68,8 +69,10 @@ def tokenizer_for(whisper: WhisperModel, task: str, language: str) -> Tokenizer:
     return Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, task=task, language=language)
 
 
+@functools.lru_cache(maxsize=4)
 def vocabulary_size(whisper: WhisperModel) -> int:
-    """Ids the model can take: text and special tokens, then the timestamp tokens last."""
+    """Ids the model can take: text and special tokens, then the timestamp tokens last (a fact of
+    the loaded model: computed once, not on every job's check)."""
     tokenizer = Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, task="transcribe",
                           language="en" if whisper.model.is_multilingual else None)
     return tokenizer.timestamp_begin + TIMESTAMP_TOKENS
