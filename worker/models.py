@@ -99,11 +99,14 @@ def load_model(settings: Settings) -> LoadedModel:
     device = pick_device(settings.device)
     compute_type = pick_compute_type(settings.compute_type, device)
     log.info("loading model %s from %s on %s (%s)", settings.model, path, device, compute_type)
-    whisper = WhisperModel(
-        path,
-        device=device,
-        device_index=settings.device_index,
-        compute_type=compute_type,
-        cpu_threads=settings.cpu_threads,
-    )
+    try:
+        whisper = WhisperModel(
+            path,
+            device=device,
+            device_index=settings.device_index,
+            compute_type=compute_type,
+            cpu_threads=settings.cpu_threads,
+        )
+    except (RuntimeError, ValueError, OSError) as exc:  # CTranslate2 reports corrupt files as RuntimeError
+        raise ModelError(f"cannot load the model from {path} on {device} ({compute_type}): {exc}") from exc
     return LoadedModel(whisper=whisper, name=settings.served_model_name, path=path, device=device, compute_type=compute_type)
