@@ -223,3 +223,28 @@ class LocalServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def pcm_wav(samples, rate: int, channels: int) -> bytes:
+    """A plain PCM WAV file written by hand (mono float samples in [-1, 1] copied to every
+    channel), for channel counts no encoder's layout table names: FFmpeg reads any count here."""
+    import struct
+
+    import numpy as np
+
+    data = np.repeat((np.asarray(samples) * 32767).astype("<i2")[:, None], channels, axis=1).tobytes()
+    block = 2 * channels
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * block, block, 16)
+    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
+
+
+def wait_until(condition, timeout: float = 5.0, interval: float = 0.01) -> bool:
+    """Poll `condition` until it is true or `timeout` seconds pass; return whether it came true.
+    Tests synchronise on this (a state they can see) instead of sleeping a fixed time."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True

@@ -91,3 +91,19 @@ def test_long_audio_without_metadata_is_refused_by_the_running_count(data_dir, m
     with pytest.raises(AudioTooLong, match="longer than the 20 s limit"):
         decode_audio(str(data_dir / "long/columbia.wma"), max_seconds=20)
     assert assembled == []  # stopped while counting, never assembled the whole file
+
+
+def test_more_than_64_channels_are_refused_from_the_header_before_decoding(monkeypatch):
+    from helpers import pcm_wav
+
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 16000)
+    assert decode_audio(pcm_wav(tone, 16000, 2), 60).size == 8000  # the hand-made WAV is real audio
+    reached = []
+    monkeypatch.setattr(audio_module, "_decode_stream", lambda *args: reached.append(args[1].codec_context.channels) or np.ones(10, np.float32))
+    for channels in (65, 300):
+        with pytest.raises(AudioError, match=f"has {channels} channels; at most 64 are accepted") as info:
+            decode_audio(pcm_wav(tone, 16000, channels), 60)
+        assert info.value.field == "audio"
+    assert reached == []
+    decode_audio(pcm_wav(tone, 16000, 64), 60)  # 64 passes the check (FFmpeg's downmix then decides)
+    assert reached == [64]

@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 
+from helpers import wait_until
 from worker.errors import ResourceExhausted
 from worker.scheduler import BatchScheduler, Cancelled
 
@@ -27,6 +28,10 @@ class RecordingBackend:
 
 def windows(job: int, count: int) -> np.ndarray:
     return np.stack([np.full((2, 3), job * 1000 + i, dtype=np.float32) for i in range(count)])
+
+
+def queued_jobs(scheduler) -> set:
+    return {request.job_id for request in list(scheduler._queue)}
 
 
 def run_jobs(scheduler, jobs, key=lambda job: "k"):
@@ -74,7 +79,7 @@ def test_short_jobs_are_not_starved_by_a_long_one():
                   for j in (2, 3)]
     for thread in short_jobs:
         thread.start()
-    time.sleep(0.3)  # both short jobs are queued behind 36 windows of the long one
+    assert wait_until(lambda: {"short2", "short3"} <= queued_jobs(scheduler))  # both queued behind 36 windows of the long one
     release.set()
     for thread in [long_job, *short_jobs]:
         thread.join(timeout=30)
@@ -110,9 +115,7 @@ def test_jobs_with_equal_settings_do_share_a_batch():
     assert first_batch_running.wait(5)  # while it runs, both jobs queue up
     jobs = threading.Thread(target=lambda: run_jobs(scheduler, [(1, 2), (2, 2)]))
     jobs.start()
-    deadline = time.monotonic() + 5
-    while sum(r.pending for r in scheduler._queue) < 4 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_until(lambda: sum(r.pending for r in list(scheduler._queue)) == 4)
     release.set()
     jobs.join(10)
     blocker.join(10)
@@ -151,9 +154,7 @@ def test_a_backend_error_reaches_every_job_of_the_failed_batch():
     outcome = {}
     jobs = threading.Thread(target=lambda: outcome.update(zip(("results", "errors"), run_jobs(scheduler, [(1, 2), (2, 1)]))))
     jobs.start()
-    deadline = time.monotonic() + 5
-    while sum(r.pending for r in scheduler._queue) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_until(lambda: sum(r.pending for r in list(scheduler._queue)) == 3)
     release.set()
     jobs.join(10)
     blocker.join(10)
@@ -180,7 +181,7 @@ def test_cancelled_job_leaves_the_queue_and_is_never_computed():
 
     thread = threading.Thread(target=victim)
     thread.start()
-    time.sleep(0.1)
+    assert wait_until(lambda: "victim" in queued_jobs(scheduler))
     cancelled.set()
     thread.join(timeout=5)
     gate.set()
@@ -261,9 +262,10 @@ def test_jobs_waiting_on_a_dead_batcher_get_an_error_instead_of_waiting_for_ever
 
 def test_a_cancel_racing_the_result_never_kills_the_batcher():
     """Cancel lands between the batcher's check and its set: both transitions are atomic."""
-    gate = threading.Event()
+    gate, running = threading.Event(), threading.Event()
 
     def slow(rows):
+        running.set()
         gate.wait(2)
 
     scheduler = BatchScheduler(RecordingBackend(fail=slow), max_batch_size=4, max_wait_s=0.0)
@@ -279,11 +281,12 @@ def test_a_cancel_racing_the_result_never_kills_the_batcher():
 
         thread = threading.Thread(target=job)
         thread.start()
-        time.sleep(0.02)
+        assert running.wait(5)  # the job's batch is in the model
         cancelled.set()
         gate.set()  # the batch finishes while (or after) the cancel is delivered
         thread.join(5)
         gate.clear()
+        running.clear()
         assert outcome and (outcome[0] == "cancelled" or len(outcome[0]) == 2)
     assert scheduler._thread.is_alive()
     scheduler.close()
