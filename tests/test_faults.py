@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from helpers import LocalServer, wer
+from helpers import LocalServer, wait_until, wer
 from worker.handler import Service
 
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -100,28 +100,37 @@ def test_disk_full_while_downloading(service, run_job, data_dir, monkeypatch, tm
     assert wer(JFK, run_job(service, {"audio": str(data_dir / "jfk.flac")})["text"]) < 0.1
 
 
-def test_cancelled_async_job_stops_its_thread(service, run_job, data_dir):
+def test_cancelled_async_job_stops_its_thread(service, run_job, data_dir, monkeypatch):
+    """The SDK cancels the handler's task: the job's thread returns, and its queued windows are
+    never computed (the batches after the cancel hold no window of it)."""
+    scheduler = service.engine.scheduler
     job_input = {"audio": str(data_dir / "long/columbia.wma"), "batch_size": 2}
-    start = service.engine.scheduler.batches_run
+    start = scheduler.batches_run
     run_job(service, job_input)
-    full_run_batches = service.engine.scheduler.batches_run - start
+    full_run_batches = scheduler.batches_run - start
+    batches = []  # the job ids of each batch the model runs, in order
+    real_execute, real_process = scheduler._execute, service.process
+    monkeypatch.setattr(scheduler, "_execute", lambda rows: (batches.append({r.job_id for r, _ in rows}), real_execute(rows)))
+    returned = {}
+    monkeypatch.setattr(service, "process", lambda *args: returned.setdefault("c1", real_process(*args)))
 
-    async def cancel_soon():
+    async def cancel_after_its_first_batch():
         task = asyncio.ensure_future(service.run({"id": "c1", "input": job_input}))
-        await asyncio.sleep(0.5)
+        while not batches and not task.done():
+            await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    before = service.engine.scheduler.batches_run
-    asyncio.run(cancel_soon())
-    import time
-
-    time.sleep(1.5)  # let the worker thread notice; afterwards no more of its batches run
-    settled = service.engine.scheduler.batches_run
-    time.sleep(1.5)
-    assert service.engine.scheduler.batches_run == settled
-    assert settled - before < full_run_batches  # it stopped before computing all its windows
+    asyncio.run(cancel_after_its_first_batch())
+    assert wait_until(lambda: "c1" in returned, timeout=30)  # the thread noticed and returned
+    assert returned["c1"]["error_code"] == "cancelled"
+    assert "c1" not in {r.job_id for r in list(scheduler._queue)}
+    monkeypatch.setattr(service, "process", real_process)
+    assert wer(JFK, run_job(service, {"audio": str(data_dir / "jfk.flac"), "batch_size": 2}, job_id="after")["text"]) < 0.1
+    after = next(i for i, ids in enumerate(batches) if "after" in ids)
+    assert all("c1" not in ids for ids in batches[after:])  # nothing of it ran once the next job did
+    assert 1 <= sum("c1" in ids for ids in batches) < full_run_batches  # it stopped before computing all its windows
 
 
 @pytest.mark.parametrize("fault", ["CUDA failed with error an illegal memory access was encountered",
@@ -153,9 +162,11 @@ def test_cancelling_a_job_stops_its_download(service, monkeypatch):
     from worker.errors import Cancelled
 
     ended = {}
+    started = threading.Event()
     real = fetch.download
 
     def watched(*args, **kwargs):
+        started.set()
         try:
             return real(*args, **kwargs)
         except BaseException as exc:
@@ -169,7 +180,8 @@ def test_cancelling_a_job_stops_its_download(service, monkeypatch):
     async def cancel_soon():
         with LocalServer() as server:  # /slow sends a byte a second for 100 s
             task = asyncio.ensure_future(service.run({"id": "c1", "input": {"audio": server.url("/slow")}}))
-            await asyncio.sleep(0.5)
+            while not started.is_set() and not task.done():  # the download is under way
+                await asyncio.sleep(0.01)
             task.cancel()
             cancelled_at = time.monotonic()
             with pytest.raises(asyncio.CancelledError):
