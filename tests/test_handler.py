@@ -3,9 +3,16 @@
 import asyncio
 import base64
 import dataclasses
+import http.server
 import io
+import json
 import logging
 import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
 
 import pytest
 import srt
@@ -193,3 +200,134 @@ def test_subtitles_laid_out_for_reading_on_real_speech(tiny_service, run_job, da
     assert max(len(line) for line in lines) <= 42 and max(len(c.content.split("\n")) for c in cues) <= 2
     assert len(" ".join(lines).split()) == len(out["text"].split())  # every word in a cue
     assert all(b.start >= a.start for a, b in zip(cues, cues[1:]))
+
+
+@pytest.mark.parametrize("how", ["task cancelled", "generator closed"])
+def test_a_streaming_job_stopped_midway_stops_decoding(tiny_service, data_dir, monkeypatch, how):
+    """The SDK cancels a streaming job's task (stop signal, timeout), or stops reading it: the
+    job's thread stops at its next segment instead of decoding the whole file."""
+    from helpers import wait_until
+
+    service = Service(dataclasses.replace(tiny_service.settings, streaming=True), tiny_service.engine)
+    returned = {}
+    real_process = service.process
+    monkeypatch.setattr(service, "process", lambda *args: returned.setdefault("output", real_process(*args)))
+    job = {"id": "s-stop", "input": {"audio": str(data_dir / "long/columbia.wma"), "stream": True, "batch_size": 1}}
+
+    async def stop_after_the_first_segment():
+        items, first = [], asyncio.Event()
+
+        async def consume():
+            stream = service.stream(job)
+            async for item in stream:
+                items.append(item)
+                first.set()
+                if how == "generator closed":
+                    await stream.aclose()
+                    return
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.wait_for(first.wait(), 120)
+        if how == "task cancelled":
+            task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        return items
+
+    items = asyncio.run(stop_after_the_first_segment())
+    stopped_at = time.monotonic()
+    assert items and items[0]["type"] == "segment" and items[0]["progress"] < 0.5
+    assert wait_until(lambda: "output" in returned, timeout=30)
+    assert time.monotonic() - stopped_at < 15  # far less than decoding 199 s of speech
+    assert returned["output"] == {"error": "job cancelled", "error_code": "cancelled"}
+
+
+class FakeRunPodAPI(http.server.BaseHTTPRequestHandler):
+    """RunPod's job API as the SDK's job loop uses it: job-take(-batch), job-stop, job-done."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _reply(self, status: int, body: bytes = b"", content_type: str = "application/json"):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        url = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(url.query)
+        state = self.server.state
+        if "/job-take" in url.path:
+            wanted = int(query.get("batch_size", ["1"])[0])
+            with state["lock"]:
+                jobs, state["queue"] = state["queue"][:wanted], state["queue"][wanted:]
+                state["takes"].append((url.path.split("/")[3], wanted, [j["id"] for j in jobs]))
+            if not jobs:
+                time.sleep(0.2)  # the SDK asks again at once: a long poll that ends empty
+                return self._reply(204)
+            body = jobs if "/job-take-batch/" in url.path else jobs[0]
+            return self._reply(200, json.dumps(body).encode())
+        time.sleep(0.2)  # job-stop: nothing to stop
+        return self._reply(204)
+
+    def do_POST(self):  # noqa: N802
+        url = urllib.parse.urlsplit(self.path)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.server.state["lock"]:
+            self.server.state["posts"].append((url.path.rsplit("/", 1)[1], time.monotonic(), body))
+        self._reply(200, b"{}")
+
+
+def test_the_production_job_loop_takes_jobs_by_the_concurrency_and_posts_progress(tiny_en_dir, data_dir, tmp_path):
+    """`python -m worker` against a stand-in for RunPod's job API: the SDK's loop asks for
+    WHISPER_CONCURRENCY jobs at once and runs them side by side (the short job, second in line,
+    finishes first), and a long job's progress updates reach the API before its result."""
+    from helpers import wait_until
+
+    jobs = [{"id": "long", "input": {"audio": str(data_dir / "long/silero_test.wav"), "batch_size": 1}},
+            {"id": "short", "input": {"audio": str(data_dir / "jfk.flac"), "batch_size": 1}}]
+    api = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeRunPodAPI)  # bound before the worker learns the port
+    api.daemon_threads = True
+    api.state = {"lock": threading.Lock(), "queue": list(jobs), "takes": [], "posts": []}
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{api.server_address[1]}/v2/endpoint"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WHISPER_", "RUNPOD_"))}
+    env.update(WHISPER_MODEL=tiny_en_dir, WHISPER_DEVICE="cpu", WHISPER_COMPUTE_TYPE="int8", WHISPER_CPU_THREADS="1",
+               WHISPER_ALLOW_LOCAL_FILES="true", WHISPER_LOCAL_FILES_ONLY="true", WHISPER_CONCURRENCY="2",
+               RUNPOD_POD_ID="pod-1", RUNPOD_WEBHOOK_GET_JOB=f"{base}/job-take/$ID?gpu=cpu",
+               RUNPOD_WEBHOOK_POST_OUTPUT=f"{base}/job-done/$RUNPOD_POD_ID/$ID?gpu=cpu")
+    finals = lambda: {job_id: body for job_id, _, body in list(api.state["posts"]) if body.get("status") != "IN_PROGRESS"}  # noqa: E731
+    with open(tmp_path / "worker.log", "wb") as log_file:
+        worker = subprocess.Popen([sys.executable, "-m", "worker"], cwd=str(data_dir.parent.parent), env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            done = wait_until(lambda: {"long", "short"} <= set(finals()) or worker.poll() is not None, timeout=300, interval=0.2)
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+    api.shutdown()
+    api.server_close()
+    log = (tmp_path / "worker.log").read_text(errors="replace")[-3000:]
+    assert done and {"long", "short"} <= set(finals()), log
+    first_take = next(take for take in api.state["takes"] if take[2])
+    assert first_take == ("job-take-batch", 2, ["long", "short"]), api.state["takes"][:3]
+    posts = api.state["posts"]
+    order = [job_id for job_id, _, body in posts if body.get("status") != "IN_PROGRESS"]
+    assert order == ["short", "long"]  # side by side: the short job did not wait for the long one
+    assert wer(JFK, finals()["short"]["output"]["text"]) < 0.1
+    assert finals()["long"]["output"]["duration"] == 60.0
+    # The SDK's progress_update posts each update from a thread of its own, so updates can arrive
+    # out of order (seen here); what the worker sent is checked in the order it sent them.
+    progress = sorted((body["output"] for job_id, _, body in posts if job_id == "long" and body.get("status") == "IN_PROGRESS"),
+                      key=lambda p: p["segments"])
+    assert len(progress) >= 2 and [p["progress"] for p in progress] == sorted(p["progress"] for p in progress)
+    assert 0 < progress[-1]["progress"] <= 1 and progress[-1]["segments"] < len(finals()["long"]["output"]["segments"]) + 1
