@@ -114,3 +114,56 @@ def test_cue_text_with_blank_lines_cannot_break_the_file():
     cues = list(srt.parse(to_srt(segments)))
     assert len(cues) == 2 and cues[1].content == "second"
     assert len(list(webvtt.from_buffer(io.StringIO(to_vtt(segments))))) == 2
+
+
+def test_verbose_json_values_are_the_transcripts_rounded_for_clients():
+    transcript = Transcript(language="de", language_probability=0.987654, duration=12.345678, duration_after_vad=9.876543, segments=SEGMENTS[:1])
+    out = openai_output(transcript, "verbose_json", "translate", with_words=False)
+    assert (out["task"], out["language"], out["text"]) == ("translate", "de", "Hello <world> & friends --> there")
+    assert (out["language_probability"], out["duration"], out["duration_after_vad"]) == (0.9877, 12.346, 9.877)
+
+
+def test_text_format_is_the_plain_text_and_subtitle_formats_follow_the_layout():
+    out = openai_output(TRANSCRIPT, "text", "transcribe", False)
+    assert out["text"] == TRANSCRIPT.text and not {"srt", "vtt"} & set(out)
+    words = timed_words(LONG)
+    transcript = Transcript(language="en", language_probability=1.0, duration=20.0, duration_after_vad=20.0,
+                            segments=[segment(0, 10.0, 18.0, " " + LONG, words)])
+    layout = {"max_line_width": 20, "max_line_count": 1, "max_words_per_line": None}
+    for fmt in ("srt", "vtt"):
+        laid_out = openai_output(transcript, fmt, "transcribe", True, layout)[fmt]
+        assert laid_out == (to_srt if fmt == "srt" else to_vtt)(transcript.segments, layout)
+        assert laid_out != (to_srt if fmt == "srt" else to_vtt)(transcript.segments)  # one cue per segment without it
+
+
+def test_legacy_output_renders_the_translation_and_the_layout():
+    words = timed_words(LONG)
+    transcript = Transcript(language="en", language_probability=1.0, duration=20.0, duration_after_vad=20.0,
+                            segments=[segment(0, 10.0, 18.0, " " + LONG, words)])
+    translation = Transcript(language="en", language_probability=1.0, duration=20.0, duration_after_vad=20.0,
+                             segments=[segment(0, 10.0, 18.0, " Translated text.", timed_words("Translated text."))])
+    layout = {"max_line_width": 20, "max_line_count": 2, "max_words_per_line": None}
+    out = legacy_output(transcript, "srt", translation, "vtt", True, "cpu", "base", layout)
+    assert out["transcription"] == to_srt(transcript.segments, layout) and len(list(srt.parse(out["transcription"]))) > 1
+    assert out["translation"] == to_vtt(translation.segments, layout)
+    assert [c.text for c in webvtt.from_buffer(io.StringIO(out["translation"]))] == ["Translated text."]
+    assert all("words" not in s for s in out["segments"])  # that worker's segments never carry words
+
+
+def test_layout_lines_are_filled_greedily_up_to_exactly_the_width():
+    words = timed_words("aaaa bbbb cccc dddd eeee")  # "aaaa bbbb" is 9 characters
+    cues = list(srt.parse(to_srt([segment(0, 10.0, 12.0, " x", words)], {"max_line_width": 9, "max_line_count": 2})))
+    assert [cue.content for cue in cues] == ["aaaa bbbb\ncccc dddd", "eeee"]
+
+
+def test_layout_keeps_every_segment_and_a_cue_starting_at_zero():
+    first = [Word(0.0, 0.4, " one", 0.9), Word(0.5, 0.6, " ", 0.9), Word(0.7, 1.0, " two", 0.9)]  # a blank word inside
+    second = timed_words("three four", start=2.0)
+    segments = [segment(0, 0.0, 1.0, " one two", first), segment(1, 2.0, 3.0, " three four", second)]
+    cues = list(srt.parse(to_srt(segments, {"max_words_per_line": 5})))
+    assert [cue.content for cue in cues] == ["one two", "three four"]
+    assert cues[0].start.total_seconds() == 0.0
+
+
+def test_srt_arrows_in_text_become_a_plain_arrow():
+    assert list(srt.parse(to_srt(SEGMENTS[:1])))[0].content == "Hello <world> & friends -> there"

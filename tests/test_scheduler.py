@@ -1,11 +1,15 @@
 """The cross-job batcher's plumbing, with a fake backend: fairness, limits, cancellation, OOM retry."""
 
+import logging
+import subprocess
+import sys
 import threading
 import time
 
 import numpy as np
+import pytest
 
-from helpers import wait_until
+from helpers import ROOT, wait_until
 from worker.errors import ResourceExhausted
 from worker.scheduler import BatchScheduler, Cancelled
 
@@ -243,7 +247,7 @@ def test_empty_request_returns_at_once():
     scheduler.close()
 
 
-def test_jobs_waiting_on_a_dead_batcher_get_an_error_instead_of_waiting_for_ever(monkeypatch):
+def test_jobs_waiting_on_a_dead_batcher_get_an_error_instead_of_waiting_for_ever(monkeypatch, caplog):
     scheduler = BatchScheduler(RecordingBackend(), max_batch_size=4, max_wait_s=0.01)
 
     def broken_next_batch():
@@ -251,12 +255,12 @@ def test_jobs_waiting_on_a_dead_batcher_get_an_error_instead_of_waiting_for_ever
 
     monkeypatch.setattr(scheduler, "_next_batch", broken_next_batch)
     started = time.monotonic()
-    try:
-        scheduler.run("k", windows(1, 2), None, "job1", threading.Event())
-        raise AssertionError("a dead batcher answered")
-    except RuntimeError as exc:
-        assert "batcher thread stopped" in str(exc)
+    with caplog.at_level(logging.ERROR, logger="worker.scheduler"):
+        with pytest.raises(RuntimeError, match="^the batcher thread stopped; this worker cannot decode$"):
+            scheduler.run("k", windows(1, 2), None, "job1", threading.Event())
     assert time.monotonic() - started < 2.0
+    logged = [r for r in caplog.records if r.name == "worker.scheduler"]
+    assert [r.getMessage() for r in logged] == ["the batcher thread stopped"] and "a bug in the batcher" in caplog.text  # with the trace
     scheduler.close()
 
 
@@ -289,4 +293,127 @@ def test_a_cancel_racing_the_result_never_kills_the_batcher():
         running.clear()
         assert outcome and (outcome[0] == "cancelled" or len(outcome[0]) == 2)
     assert scheduler._thread.is_alive()
+    scheduler.close()
+
+
+def test_the_backend_gets_the_jobs_context_and_the_counts_and_times_are_the_batches():
+    """The context (tokenizer, options) reaches the model; batches_run counts model calls; a
+    request's inference time is the sum of its batches' and its start is its first batch's."""
+    contexts = []
+    backend = RecordingBackend(fail=lambda rows: None, delay=0.05)
+    real = backend.__call__
+    scheduler = BatchScheduler(lambda features, context: contexts.append(context) or real(features, context), max_batch_size=1, max_wait_s=0.0)
+    request = scheduler.run("k", windows(1, 3), {"tokenizer": "en"}, "job1", threading.Event())
+    assert request.results == [1000, 1001, 1002]
+    assert contexts == [{"tokenizer": "en"}] * 3
+    assert scheduler.batches_run == len(backend.batches) == 3
+    assert 0.15 <= request.inference_seconds < 1.0
+    assert request.enqueued_at <= request.started_at < request.enqueued_at + 0.5
+    scheduler.close()
+
+
+def test_a_full_batch_runs_at_once_without_waiting_for_the_max_wait():
+    called = []
+    scheduler = BatchScheduler(RecordingBackend(fail=lambda rows: called.append(time.monotonic())), max_batch_size=4, max_wait_s=5.0)
+    started = time.monotonic()
+    assert scheduler.run("k", windows(1, 4), None, "job1", threading.Event()).results == [1000, 1001, 1002, 1003]
+    assert called[0] - started < 1.0
+    scheduler.close()
+
+
+def test_a_new_arrival_does_not_stretch_the_head_windows_wait():
+    """Woken by another job's windows, the batcher still dispatches the head at its own max_wait."""
+    called = []
+    backend = RecordingBackend(fail=lambda rows: called.append((time.monotonic(), rows[0][0, 0])))
+    scheduler = BatchScheduler(backend, max_batch_size=16, max_wait_s=0.4)
+    started = time.monotonic()
+    first = threading.Thread(target=lambda: scheduler.run("a", windows(1, 1), None, "job1", threading.Event()))
+    first.start()
+    time.sleep(0.2)  # not synchronisation: the second job must arrive halfway through the first's wait
+    scheduler.run("b", windows(2, 1), None, "job2", threading.Event())
+    first.join(5)
+    head_at = next(at for at, value in called if value == 1000)
+    assert 0.35 <= head_at - started < 0.65, head_at - started  # stretched, it would be about 0.8 s
+    scheduler.close()
+
+
+def test_a_job_cancelled_before_its_thread_looks_is_purged_by_the_batcher_and_others_are_served():
+    cancelled = threading.Event()
+    cancelled.set()  # the job thread checks only after 0.1 s; the batcher (max_wait 0) sees it first
+    backend = RecordingBackend()
+    scheduler = BatchScheduler(backend, max_batch_size=4, max_wait_s=0.0)
+    with pytest.raises(Cancelled, match="^job early cancelled$"):
+        scheduler.run("k", windows(2, 3), None, "early", cancelled)
+    assert all(value < 2000 or value >= 3000 for batch in backend.batches for value in batch)
+    assert scheduler.run("k", windows(3, 2), None, "next", threading.Event()).results == [3000, 3001]
+    scheduler.close()
+
+
+def test_cancelling_a_job_whose_last_window_is_in_the_model_is_a_clean_cancel():
+    gate, running = threading.Event(), threading.Event()
+    scheduler = BatchScheduler(RecordingBackend(fail=lambda rows: (running.set(), gate.wait(5))), max_batch_size=4, max_wait_s=0.0)
+    cancelled, outcome = threading.Event(), {}
+
+    def job():
+        try:
+            outcome["results"] = scheduler.run("k", windows(1, 1), None, "last", cancelled).results
+        except Exception as exc:  # noqa: BLE001 - recorded for the assertions
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    assert running.wait(5)  # its only window has left the queue
+    cancelled.set()
+    thread.join(5)
+    gate.set()
+    assert isinstance(outcome.get("error"), Cancelled) and str(outcome["error"]) == "job last cancelled"
+    scheduler.close()
+
+
+def test_a_closed_scheduler_refuses_new_work():
+    scheduler = BatchScheduler(RecordingBackend(), max_batch_size=4, max_wait_s=0.01)
+    scheduler.close()
+    with pytest.raises(RuntimeError, match="^scheduler is closed$"):
+        scheduler.run("k", windows(1, 1), None, "late", threading.Event())
+
+
+def test_a_batcher_thread_that_ends_quietly_still_leaves_no_job_waiting(monkeypatch):
+    scheduler = BatchScheduler(RecordingBackend(), max_batch_size=4, max_wait_s=0.01)
+    monkeypatch.setattr(scheduler, "_loop", lambda: None)  # the thread ends without failing anyone
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="^the batcher thread stopped; this worker cannot decode$"):
+        scheduler.run("k", windows(1, 2), None, "job1", threading.Event())
+    assert time.monotonic() - started < 0.6  # noticed at the job's next 0.1 s check
+    scheduler.close()
+
+
+def test_an_unclosed_scheduler_does_not_keep_the_process_alive():
+    code = ("import threading, numpy as np; from worker.scheduler import BatchScheduler; "
+            "s = BatchScheduler(lambda w, c: [0] * len(w), 4, 0.01); "
+            "print(s.run('k', np.zeros((2, 2, 3)), None, 'j', threading.Event()).results)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "[0, 0]", done.stderr
+
+
+@pytest.mark.parametrize("message", ["CUDA failed with error out of memory", "cudaErrorMemoryAllocation"])
+def test_out_of_memory_above_one_window_splits_down_to_single_windows(message, caplog):
+    def oom_above_one(features):
+        if len(features) > 1:
+            raise RuntimeError(message)
+
+    scheduler = BatchScheduler(RecordingBackend(fail=oom_above_one), max_batch_size=4, max_wait_s=0.05)
+    with caplog.at_level(logging.WARNING, logger="worker.scheduler"):
+        results, errors = run_jobs(scheduler, [(1, 2)])
+    assert not errors and results[1] == [1000, 1001]
+    assert "out of memory with 2 windows; retrying as 1 + 1" in caplog.messages
+    scheduler.close()
+
+
+def test_out_of_memory_on_one_window_names_the_cause():
+    def oom(features):
+        raise MemoryError()
+
+    scheduler = BatchScheduler(RecordingBackend(fail=oom), max_batch_size=4, max_wait_s=0.01)
+    _, errors = run_jobs(scheduler, [(1, 1)])
+    assert errors[1].to_response()["error"] == "out of memory decoding a single 30 s window"
     scheduler.close()
