@@ -163,3 +163,93 @@ def test_numbers_that_break_decoding_are_refused_before_anything_is_built(fields
     started = time.monotonic()
     assert refused({"audio": "a", **fields}).field == field
     assert time.monotonic() - started < 0.1
+
+
+# The whole error text a client reads: the field as the client sent it, then why, and for a
+# wrong type what JSON type arrived.
+@pytest.mark.parametrize("job_input, error", [
+    ({"audio": "a", "colour": "blue"}, "colour: unknown field"),
+    ({"audio": 5}, "audio: Input should be a valid string (got number)"),
+    ({"audio": {"u": 1}}, "audio: Input should be a valid string (got object)"),
+    ({"audio": []}, "audio: Input should be a valid string (got array)"),
+    ({"audio_base64": 1.5}, "audio_base64: Input should be a valid string (got number)"),
+    ({"audio": "a", "beam_size": True}, "beam_size: Input should be a valid integer (got boolean)"),
+    ({"audio": "a", "task": "summarise"}, "task: Input should be 'transcribe' or 'translate' (got string)"),
+    ({}, "audio: give audio (a URL) or audio_base64"),
+    ({"audio": "a", "audio_base64": "AAAA"}, "audio_base64: give audio or audio_base64, not both"),
+    ({"audio": "a", "condition_on_previous_text": True},
+     "condition_on_previous_text: batched decoding never conditions on previous text; send batch_size=1 for sequential decoding"),
+    ({"audio": "a", "batch_size": 1, "hallucination_silence_threshold": 2.0}, "hallucination_silence_threshold: needs word_timestamps=true"),
+    ({"audio": "a", "vad_filter": False, "vad_parameters": {"threshold": 0.4}}, "vad_parameters: has no effect with vad_filter=false"),
+    ({"audio": "a", "stream": True}, "stream: streaming is disabled on this endpoint (set WHISPER_STREAMING=true)"),
+    ({"audio": "a", "model": "tiny"}, "model: this endpoint serves 'large-v3'; it cannot load 'tiny' per request"),
+    ({"audio": "a", "model": 5}, "model: must be a string"),
+    ({"audio": "a", "transcription": "pdf"}, "transcription: must be one of plain_text, formatted_text, srt, vtt"),
+    ({"audio": "a", "translation": "pdf"}, "translation: must be one of plain_text, formatted_text, srt, vtt"),
+    ({"audio": "a", "translate": "yes"}, "translate: must be true or false"),
+    ({"audio": "a", "enable_vad": True, "vad_filter": True}, "enable_vad: give either enable_vad or vad_filter, not both"),
+    ({"audio": "a", "transcription": "plain_text", "suppress_tokens": "1,x"}, "suppress_tokens: must be a comma-separated list of token ids"),
+    ({"audio": "a", "enable_vad": "yes"}, "enable_vad: Input should be a valid boolean (got string)"),  # named as sent
+    ({"audio": "a", "logprob_threshold": "low"}, "logprob_threshold: Input should be a valid number (got string)"),
+    ({"audio": "a", "temperature_increment_on_fallback": 0}, "temperature_increment_on_fallback: must be a positive number or null"),
+    ({"audio": "a", "temperature_increment_on_fallback": "0.2"}, "temperature_increment_on_fallback: must be a positive number or null"),
+    ({"audio": "a", "temperature_increment_on_fallback": True}, "temperature_increment_on_fallback: must be a positive number or null"),
+    ({"audio": "a", "temperature_increment_on_fallback": 0.2, "temperature": 1.5},
+     "temperature: must be a number from 0 to 1 when temperature_increment_on_fallback is given"),
+    ({"audio": "a", "temperature_increment_on_fallback": 0.2, "temperature": "hot"},
+     "temperature: must be a number from 0 to 1 when temperature_increment_on_fallback is given"),
+    ({"audio": "a", "temperature_increment_on_fallback": 0.05},
+     "temperature_increment_on_fallback: gives more than 20 temperatures; use an increment of at least (1 - temperature) / 19"),
+    ({"audio": "a", "transcription": "srt", "response_format": "json"}, "response_format: legacy requests choose their format with `transcription`"),
+    ({"audio": "a", "response_format": "json", "word_timestamps": True, "max_line_width": 42},
+     "max_line_width: lays out subtitle cues; it needs response_format srt or vtt"),
+    ({"audio": "a", "response_format": "srt", "max_line_width": 42}, "max_line_width: splits cues at word boundaries; it needs word_timestamps=true"),
+    ({"audio": "a", "response_format": "srt", "word_timestamps": True, "max_line_count": 2},
+     "max_line_count: needs max_line_width or max_words_per_line to know where a line ends"),
+    ({"audio": "a", "beam_size": 1, "patience": 0.5, "batch_size": 1}, "patience: beam_size x patience must be at least 1 (got 1 x 0.5)"),
+])
+def test_every_refusal_says_why_in_words(job_input, error):
+    assert str(refused(job_input)) == error
+
+
+@pytest.mark.parametrize("job_input, kind", [(None, "null"), ([], "array"), ("audio.wav", "string"), (3, "number"), (True, "boolean"), (b"x", "bytes")])
+def test_a_non_object_input_names_what_arrived(job_input, kind):
+    assert str(refused(job_input)) == f"input: must be a JSON object, got {kind}"
+
+
+def test_an_uploaded_file_is_the_only_audio():
+    assert parse_request({"response_format": "json"}, SETTINGS, uploaded=True).audio is None
+    for name, value in (("audio", "https://example.com/a.wav"), ("audio_base64", "AAAA")):
+        with pytest.raises(RequestError) as info:
+            parse_request({name: value}, SETTINGS, uploaded=True)
+        assert str(info.value) == f"{name}: send the audio as the `file` part, not as a field"
+
+
+@pytest.mark.parametrize("start, increment, temperatures", [
+    (0.5, 0.05, [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0]),
+    (1.0, 0.2, [1.0]),
+    (0, 1 / 19, [round(i / 19, 6) for i in range(20)]),  # exactly 20: the most allowed
+])
+def test_legacy_fallback_increments_up_to_twenty_temperatures(start, increment, temperatures):
+    request = parse_request({"audio": "a", "temperature": start, "temperature_increment_on_fallback": increment}, SETTINGS)
+    assert request.temperatures == pytest.approx(temperatures)
+
+
+def test_legacy_suppress_tokens_are_comma_separated():
+    assert parse_request({"audio": "a", "transcription": "plain_text", "suppress_tokens": "1, 2,,3"}, SETTINGS).suppress_tokens == [1, 2, 3]
+
+
+def test_modes_accept_what_they_can_honour():
+    assert parse_request({"audio": "a", "beam_size": 1, "patience": 1.0, "batch_size": 1}, SETTINGS).patience == 1.0
+    vtt = {"audio": "a", "response_format": "vtt", "word_timestamps": True, "max_line_width": 30}
+    assert parse_request(vtt, SETTINGS).max_line_width == 30
+    legacy = parse_request({"audio": "a", "transcription": "vtt", "word_timestamps": True, "max_line_width": 30, "response_format": "verbose_json"}, SETTINGS)
+    assert legacy.legacy.transcription == "vtt"
+
+
+def test_decoding_options_carry_the_vad_parameters_given_and_the_batch_size():
+    batched = parse_request({"audio": "a", "vad_parameters": {"threshold": 0.3, "min_silence_duration_ms": 500}}, SETTINGS).decoding_options()
+    assert batched["batch_size"] == 8
+    assert batched["vad_parameters"] == {"threshold": 0.3, "min_speech_duration_ms": 0, "max_speech_duration_s": float("inf"),
+                                         "min_silence_duration_ms": 500, "speech_pad_ms": 400}  # neg_threshold unset: faster-whisper's default
+    assert parse_request({"audio": "a"}, SETTINGS).decoding_options()["vad_parameters"] is None
