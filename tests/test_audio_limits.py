@@ -83,3 +83,71 @@ def test_a_cancelled_job_stops_decoding_a_long_file(data_dir):
     cancelled.set()
     with pytest.raises(Cancelled, match="job cancelled while decoding"):
         decode_audio(str(data_dir / "long/silero_test.wav"), 120, cancelled)
+
+
+def test_a_concat_list_naming_a_local_file_opens_nothing(data_dir, monkeypatch):
+    """FFmpeg would read `jfk.flac` from the worker's disk for these bytes; only real containers open."""
+    monkeypatch.chdir(data_dir)
+    with pytest.raises(AudioError) as info:
+        decode_audio(b"ffconcat version 1.0\nfile 'jfk.flac'\n", 60)
+    assert str(info.value).startswith("audio: cannot decode audio: not a supported audio or video container, or corrupt (")
+
+
+def test_tags_that_are_not_utf8_do_not_stop_the_audio():
+    import struct
+
+    from helpers import pcm_wav
+
+    wav = pcm_wav(0.3 * np.sin(np.arange(16000) / 5), 16000, 1)
+    info = b"INFO" + b"INAM" + struct.pack("<I", 8) + b"\xff\xfebad\xe9\0\0"  # a Latin-1 tagger's title
+    chunks = wav[12:] + b"LIST" + struct.pack("<I", len(info)) + info
+    assert decode_audio(b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks, 60).size == 16000
+
+
+def test_corrupt_frames_mid_file_are_skipped_and_decoding_goes_on(data_dir):
+    """(faster-whisper's own decode_audio stops at the first corrupt frame: half of this file)"""
+    clean = (data_dir / "multilingual.mp3").read_bytes()
+    broken = bytearray(clean)
+    broken[len(clean) // 2:len(clean) // 2 + 2000] = b"\xff\xfb" * 1000  # frame headers with nothing valid behind
+    full = decode_audio(clean, 120).size
+    assert 0.95 * full < decode_audio(bytes(broken), 120).size <= full
+
+
+def test_a_header_without_samples_is_refused_as_empty():
+    from helpers import pcm_wav
+
+    with pytest.raises(AudioError) as info:
+        decode_audio(pcm_wav(np.zeros(0), 16000, 1), 60)
+    assert str(info.value) == "audio: contains no audio samples (empty or unreadable)"
+
+
+@pytest.mark.parametrize("raised, error", [
+    (av.error.FFmpegError(5, "Input/output error"), "audio: cannot decode audio: Input/output error"),
+    (av.error.InvalidDataError(1094995529, "Invalid data found when processing input"),
+     "audio: cannot decode audio: not a supported audio or video container, or corrupt (Invalid data found when processing input)"),
+    (ValueError("x" * 300), "audio: cannot decode audio: ValueError: " + "x" * 200),
+    (IndexError(), "audio: cannot decode audio: IndexError: "),
+])
+def test_whatever_the_decoder_throws_on_bad_bytes_is_an_audio_error(monkeypatch, raised, error):
+    """PyAV parses untrusted bytes: its errors become the client's invalid_audio, never a crash."""
+    def broken_open(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(audio_module.av, "open", broken_open)
+    with pytest.raises(AudioError) as info:
+        decode_audio(b"anything", 60)
+    assert str(info.value) == error and info.value.field == "audio"
+
+
+def test_every_refusal_names_the_audio_field(data_dir, tmp_path):
+    from helpers import pcm_wav
+
+    cases = [
+        (str(tmp_path), "audio: cannot read the audio file: Is a directory"),
+        (pcm_wav(np.zeros(16000), 16000, 1), "audio: is silent (no signal above -80 dBFS)"),
+        (b"not audio" * 100, "audio: cannot decode audio: not a supported audio or video container, or corrupt (Invalid data found when processing input)"),
+    ]
+    for source, error in cases:
+        with pytest.raises(AudioError) as info:
+            decode_audio(source, 60)
+        assert (str(info.value), info.value.field) == (error, "audio")
