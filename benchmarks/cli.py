@@ -13,7 +13,7 @@ import shlex
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
-from . import dataset, facts, longform, report
+from . import dataset, diarization, facts, longform, report
 from .engines import ENGINES, FASTER_WHISPER, DecodeOptions, RunSpec
 from .load import configure_load, run_load
 from .metrics import error_rates
@@ -269,6 +269,7 @@ COMMANDS: Dict[str, Tuple[str, Callable, Callable]] = {
     "compare": ("faster-whisper (worker Engine) vs transformers: latency, RTFx, memory, WER", configure_compare, run_compare),
     "export-hf": ("export a CTranslate2 Whisper model to a transformers checkpoint", configure_export, run_export),
     "longform": ("the worker's modes on long audio: WER against human references, words kept, segment lengths, memory", longform.configure, longform.run),
+    "diarization": ("speaker diarization jobs: DER, words to the right speaker, speaker count, added wall time", diarization.configure, diarization.run),
     "load": ("N jobs at concurrency C against the worker's HTTP API: latency percentiles, throughput, errors, leaks", configure_load, run_load),
 }
 

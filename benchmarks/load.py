@@ -326,12 +326,7 @@ def run_load(args) -> int:
             "transcripts_equal": equal_transcripts(serial, concurrent),
         }
     out = args.out or str(ROOT / "benchmarks" / "results" / f"load-{dt.datetime.now():%Y%m%d-%H%M%S}")
-    os.makedirs(out, exist_ok=True)
-    report.write_json(os.path.join(out, "results.json"), data)
-    report.write_markdown(os.path.join(out, "results.md"), load_markdown(data))
-    load_chart(os.path.join(out, "chart.png"), data)
-    print(load_markdown(data))
-    print(f"\nwrote {out}/results.json, results.md, chart.png")
+    report.write_results(out, data, load_markdown(data), load_chart)
     failed = sum(run["valid_failed"] + run["transcripts_differing_from_reference"] for run in runs)
     return 1 if failed else 0
 

@@ -105,6 +105,16 @@ def _first_line(text: Optional[str]) -> str:
     return (lines[-1] if lines else "")[:120].replace("|", "/")
 
 
+def write_results(out: str, data: dict, text: str, draw_chart) -> None:
+    """A command's results.json, results.md and chart.png in `out`; the Markdown is printed."""
+    os.makedirs(out, exist_ok=True)
+    write_json(os.path.join(out, "results.json"), data)
+    write_markdown(os.path.join(out, "results.md"), text)
+    draw_chart(os.path.join(out, "chart.png"), data)
+    print(text)
+    print(f"\nwrote {out}/results.json, results.md, chart.png")
+
+
 def write_markdown(path: str, text: str) -> str:
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(text)

@@ -30,12 +30,14 @@ SILENCE_PEAK = 1e-4  # about -80 dBFS: nothing a microphone records is this quie
 MAX_CHANNELS = 64
 
 
-def decode_audio(source: Union[str, bytes, BinaryIO], max_seconds: float, cancelled: Optional[threading.Event] = None) -> np.ndarray:
-    """Return mono float32 samples at 16 kHz; AudioError for anything that is not usable audio."""
+def decode_audio(source: Union[str, bytes, BinaryIO], max_seconds: float, cancelled: Optional[threading.Event] = None,
+                 max_channels: Optional[int] = None) -> np.ndarray:
+    """Return mono float32 samples at 16 kHz; AudioError for anything that is not usable audio.
+    With `max_channels`, the channels are kept apart: (channels, samples), at most that many."""
     if isinstance(source, str):
         try:
             with open(source, "rb") as handle:
-                return decode_audio(handle, max_seconds, cancelled)
+                return decode_audio(handle, max_seconds, cancelled, max_channels)
         except OSError as exc:
             raise AudioError(f"cannot read the audio file: {exc.strerror or type(exc).__name__}", field="audio") from None
     if isinstance(source, (bytes, bytearray)):
@@ -47,7 +49,13 @@ def decode_audio(source: Union[str, bytes, BinaryIO], max_seconds: float, cancel
                 raise AudioError("contains no audio stream", field="audio")
             stream = container.streams.audio[0]
             _check_declared(container, stream, max_seconds)
-            samples = _decode_stream(container, stream, max_samples, max_seconds, cancelled)
+            layout = "mono"
+            if max_channels is not None:
+                channels = stream.codec_context.channels or 1
+                if channels > max_channels:
+                    raise AudioError(f"has {channels} channels; multichannel transcribes at most {max_channels}", field="audio")
+                layout = stream.codec_context.layout
+            samples = _decode_stream(container, stream, max_samples, max_seconds, cancelled, layout)
     except (AudioError, MemoryError, Cancelled):
         raise
     except (av.error.InvalidDataError, av.error.ArgumentError) as exc:
@@ -80,16 +88,16 @@ def _check_declared(container, stream, max_seconds: float) -> None:
         raise AudioError(f"has {channels} channels; at most {MAX_CHANNELS} are accepted", field="audio")
 
 
-def _decode_stream(container, stream, max_samples: int, max_seconds: float, cancelled: Optional[threading.Event]) -> np.ndarray:
-    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+def _decode_stream(container, stream, max_samples: int, max_seconds: float, cancelled: Optional[threading.Event], layout="mono") -> np.ndarray:
+    resampler = av.audio.resampler.AudioResampler(format="s16p", layout=layout, rate=SAMPLE_RATE)
     parts = []
     total = 0
 
     def take(frames) -> None:
         nonlocal total
         for frame in frames:
-            array = frame.to_ndarray().reshape(-1)
-            total += array.size
+            array = frame.to_ndarray()  # (channels, samples), planar
+            total += array.shape[1]
             if total > max_samples:
                 raise AudioTooLong(f"is longer than the {max_seconds:g} s limit", field="audio")
             parts.append(array)
@@ -116,12 +124,13 @@ def _decode_stream(container, stream, max_samples: int, max_seconds: float, canc
     take(resampler.resample(None))
     # One float32 array, filled part by part (freeing each): the peak is the int16 parts plus the
     # output, not several whole-file copies (concatenate, astype and the division each make one).
-    samples = np.empty(total, dtype=np.float32)
+    channels = parts[0].shape[0] if parts else 1
+    samples = np.empty((channels, total), dtype=np.float32)
     position = 0
     parts.reverse()
     while parts:
         part = parts.pop()
-        samples[position:position + part.size] = part
-        position += part.size
+        samples[:, position:position + part.shape[1]] = part
+        position += part.shape[1]
     samples *= 1.0 / 32768.0
-    return samples
+    return samples[0] if layout == "mono" else samples

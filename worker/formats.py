@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Iterable, List, Optional
 
-from .transcript import Segment, Transcript
+from .transcript import Segment, Transcript, word_dict
 
 
 def timestamp(seconds: float, decimal: str) -> str:
@@ -23,20 +23,21 @@ def _clean(text: str) -> str:
 
 
 def _cues(segments: Iterable[Segment], layout: Optional[dict] = None):
-    """(start, end, text) per cue: a segment each, or, with a layout, word-timed cues of at most
+    """(start, end, text, speaker) per cue: a segment each, or, with a layout, word-timed cues of at most
     max_line_count lines of at most max_line_width characters / max_words_per_line words. Cues
     never cross segments, so a cue keeps its segment's place (and speaker)."""
     layout = layout or {}
     width, count, per_line = layout.get("max_line_width"), layout.get("max_line_count"), layout.get("max_words_per_line")
     for segment in segments:
         if (width or per_line) and segment.words:
-            yield from _layout(segment.words, width, count, per_line)
+            for start, end, text in _layout(segment.words, width, count, per_line):
+                yield start, end, text, segment.speaker
             continue
         text = _clean(segment.text)
         if not text:
             continue
         start = max(0.0, segment.start)
-        yield start, max(start, segment.end), text
+        yield start, max(start, segment.end), text, segment.speaker
 
 
 def _layout(words, width: Optional[int], count: Optional[int], per_line: Optional[int]):
@@ -68,16 +69,20 @@ def _layout(words, width: Optional[int], count: Optional[int], per_line: Optiona
 
 def to_srt(segments: Iterable[Segment], layout: Optional[dict] = None) -> str:
     blocks = []
-    for index, (start, end, text) in enumerate(_cues(segments, layout), start=1):
+    for index, (start, end, text, speaker) in enumerate(_cues(segments, layout), start=1):
         text = text.replace("-->", "->")
+        if speaker is not None:
+            text = f"{speaker}: {text}"
         blocks.append(f"{index}\n{timestamp(start, ',')} --> {timestamp(end, ',')}\n{text}\n")
     return "\n".join(blocks)
 
 
 def to_vtt(segments: Iterable[Segment], layout: Optional[dict] = None) -> str:
     blocks = ["WEBVTT\n"]
-    for start, end, text in _cues(segments, layout):
+    for start, end, text, speaker in _cues(segments, layout):
         text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        if speaker is not None:
+            text = f"<v {speaker}>{text}"  # a voice span; WebVTT lets it close at the cue's end
         blocks.append(f"{timestamp(start, '.')} --> {timestamp(end, '.')}\n{text}\n")
     return "\n".join(blocks)
 
@@ -102,7 +107,9 @@ def openai_output(transcript: Transcript, response_format: str, task: str, with_
         "segments": transcript.segment_dicts(with_words),
     }
     if with_words:
-        output["words"] = [vars(word).copy() for word in transcript.words]
+        output["words"] = [word_dict(word) for word in transcript.words]
+    if transcript.speakers is not None:
+        output["speakers"] = [vars(speaker).copy() for speaker in transcript.speakers]
     if response_format in FORMATTERS and response_format != "text":
         output[response_format] = FORMATTERS[response_format](transcript.segments, layout)
     return output

@@ -12,6 +12,7 @@ raise so the SDK reports them with a trace, and the next job is served either wa
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import tempfile
@@ -22,13 +23,14 @@ from typing import Any, AsyncIterator, Callable, Optional
 
 import numpy as np
 
-from . import fetch
+from . import fetch, speakers
 from .audio import SAMPLE_RATE, decode_audio
+from .diarize import DEFAULT_MAX_SPEAKERS, SpeakerCount
 from .config import Settings
 from .errors import Cancelled, StorageError, WorkerError
 from .formats import legacy_output, openai_output
-from .request import TranscriptionRequest, parse_request
-from .transcript import Segment, Timings, Transcript
+from .request import MAX_CHANNELS_TRANSCRIBED, TranscriptionRequest, parse_request
+from .transcript import Segment, Timings, Transcript, word_dict
 
 log = logging.getLogger("worker.jobs")
 
@@ -47,6 +49,8 @@ class Service:
         self._threads = ThreadPoolExecutor(max_workers=settings.concurrency + 1, thread_name_prefix="whisper-job")
         allowed = fetch.EVERYWHERE if settings.allow_private_urls else ()
         self.limits = fetch.FetchLimits(settings.max_download_bytes, settings.download_timeout, allowed)
+        self._speakers: Optional[speakers.Speakers] = None
+        self._speakers_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, progress: Optional[ProgressSink] = None) -> "Service":
@@ -104,10 +108,16 @@ class Service:
             request = parse_request(job.get("input") if isinstance(job, dict) else None, self.settings, uploaded=upload is not None)
             source = "upload" if upload is not None else _describe_source(request)
             self.engine.check(request)
-            audio = self._decode(upload, timings, cancelled) if upload is not None else self._load_audio(request, timings, cancelled)
-            audio_seconds = audio.size / SAMPLE_RATE
+            channels = MAX_CHANNELS_TRANSCRIBED if request.multichannel else None
+            audio = self._decode(upload, timings, cancelled, channels) if upload is not None else self._load_audio(request, timings, cancelled, channels)
+            audio_seconds = audio.shape[-1] / SAMPLE_RATE
             report = self._progress_reporter(job, on_segment)
-            transcript = self.engine.transcribe(audio, request, job_id, report, cancelled)
+            if request.multichannel:
+                transcript = self._by_channel(audio, request, job_id, cancelled)
+            elif request.diarize:
+                transcript = self._diarized(audio, request, job_id, report, cancelled)
+            else:
+                transcript = self.engine.transcribe(audio, request, job_id, report, cancelled)
             engine_timings = transcript.timings
             translation = None
             if request.legacy and request.legacy.translate:
@@ -129,29 +139,72 @@ class Service:
             )
         return output
 
-    def _load_audio(self, request: TranscriptionRequest, timings: Timings, cancelled: Optional[threading.Event] = None) -> np.ndarray:
+    def _by_channel(self, audio: np.ndarray, request: TranscriptionRequest, job_id: str, cancelled) -> Transcript:
+        """Each channel transcribed on its own, at once (batched jobs share device batches)."""
+        with ThreadPoolExecutor(max_workers=len(audio), thread_name_prefix="whisper-channel") as pool:
+            futures = [pool.submit(self.engine.transcribe, np.ascontiguousarray(channel), request, f"{job_id}/{number}", None, cancelled)
+                       for number, channel in enumerate(audio, start=1)]
+            transcripts = [future.result() for future in futures]
+        return speakers.by_channel(transcripts)
+
+    def _diarized(self, audio: np.ndarray, request: TranscriptionRequest, job_id: str, report, cancelled) -> Transcript:
+        """Diarization runs beside the transcription; words are timed (whether or not the
+        output shows them) so that a segment can be split where the speaker changes."""
+        low = request.min_speakers or 1
+        count = SpeakerCount(request.num_speakers, low, request.max_speakers or max(low, DEFAULT_MAX_SPEAKERS))
+        references = [(known.name, functools.partial(self._load_reference, known, index, cancelled))
+                      for index, known in enumerate(request.known_speakers or [])]
+        diarization = self.diarization().start(audio, count, references, cancelled)
+        try:
+            transcript = self.engine.transcribe(audio, request.model_copy(update={"word_timestamps": True}), job_id, report, cancelled)
+        finally:
+            diarization.cancel()  # only if it has not started: a started one finishes or sees `cancelled`
+        turns, names, seconds = diarization.result()
+        transcript = speakers.attribute(transcript, turns, names)
+        transcript.timings.diarize = seconds
+        if not request.word_timestamps:
+            for segment in transcript.segments:
+                segment.words = None
+        return transcript
+
+    def diarization(self) -> speakers.Speakers:
+        """Diarization for the jobs that ask for it, built by the first such job."""
+        with self._speakers_lock:
+            if self._speakers is None:
+                self._speakers = speakers.Speakers(self.engine.model.device)
+            return self._speakers
+
+    def _load_reference(self, known, index: int, cancelled) -> np.ndarray:
+        """A known speaker's clip, under the main audio's guards and limits; errors name it."""
+        try:
+            return self._load_audio(known, Timings(), cancelled)
+        except WorkerError as exc:
+            raise type(exc)(exc.message, field=f"known_speakers[{index}].audio") from None
+
+    def _load_audio(self, source, timings: Timings, cancelled: Optional[threading.Event] = None, channels: Optional[int] = None) -> np.ndarray:
+        """The audio a request (or a known speaker) names by `audio` or `audio_base64`."""
         settings = self.settings
-        if request.audio_base64 is not None:
+        if source.audio_base64 is not None:
             started = time.perf_counter()
-            data = fetch.decode_base64(request.audio_base64, settings.max_download_bytes)
+            data = fetch.decode_base64(source.audio_base64, settings.max_download_bytes)
             timings.download = time.perf_counter() - started
-            return self._decode(data, timings, cancelled)
-        if not fetch.is_url(request.audio):
-            path = fetch.check_local_path(request.audio, settings.allow_local_files, settings.max_download_bytes)
-            return self._decode(path, timings, cancelled)
+            return self._decode(data, timings, cancelled, channels)
+        if not fetch.is_url(source.audio):
+            path = fetch.check_local_path(source.audio, settings.allow_local_files, settings.max_download_bytes)
+            return self._decode(path, timings, cancelled, channels)
         try:
             with tempfile.TemporaryDirectory(prefix="whisper-job-", dir=settings.temp_dir) as workdir:
                 started = time.perf_counter()
                 path = os.path.join(workdir, "audio")
-                fetch.download(request.audio, path, self.limits, cancelled)
+                fetch.download(source.audio, path, self.limits, cancelled)
                 timings.download = time.perf_counter() - started
-                return self._decode(path, timings, cancelled)
+                return self._decode(path, timings, cancelled, channels)
         except OSError as exc:
             raise StorageError(f"cannot use temporary storage: {exc.strerror or exc}") from None
 
-    def _decode(self, source, timings: Timings, cancelled: Optional[threading.Event] = None) -> np.ndarray:
+    def _decode(self, source, timings: Timings, cancelled: Optional[threading.Event] = None, channels: Optional[int] = None) -> np.ndarray:
         started = time.perf_counter()
-        audio = decode_audio(source, self.settings.max_audio_seconds, cancelled)
+        audio = decode_audio(source, self.settings.max_audio_seconds, cancelled, channels)
         timings.decode = time.perf_counter() - started
         return audio
 
@@ -191,6 +244,7 @@ class Service:
             "total_seconds": round(total, 4),
             "audio_seconds": round(audio_seconds, 3),
             "real_time_factor": round(total / audio_seconds, 5) if audio_seconds else None,
+            **({"diarize_seconds": round(engine_timings.diarize, 4)} if request.diarize else {}),
             "mode": "batched" if request.is_batched else "sequential",
             "batch_size": request.batch_size,
             "model": model.name,
@@ -204,7 +258,7 @@ class Service:
 def _segment_event(segment: Segment) -> dict:
     event = {"id": segment.id, "start": segment.start, "end": segment.end, "text": segment.text}
     if segment.words is not None:
-        event["words"] = [vars(word).copy() for word in segment.words]
+        event["words"] = [word_dict(word) for word in segment.words]
     return event
 
 

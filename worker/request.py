@@ -9,6 +9,7 @@ The engine reads `decoding_options()`; nothing else turns fields into faster-whi
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, List, Literal, Optional, Union
 
 import numpy as np
@@ -38,6 +39,11 @@ SEQUENTIAL_ONLY = {
 
 SUBTITLE_LAYOUT = ("max_line_width", "max_line_count", "max_words_per_line")
 
+MAX_SPEAKERS = 20
+MAX_KNOWN_SPEAKERS = 8
+MAX_CHANNELS_TRANSCRIBED = 8  # multichannel: each channel is a transcription of its own
+SPEAKER_OPTIONS = ("num_speakers", "min_speakers", "max_speakers", "known_speakers")
+
 LEGACY_ONLY_FIELDS = {
     "transcription", "translate", "translation", "enable_vad", "logprob_threshold",
     "temperature_increment_on_fallback", "model",
@@ -54,6 +60,17 @@ class VadParameters(BaseModel):
     max_speech_duration_s: float = Field(float("inf"), ge=1.0)  # batched windows follow it too
     min_silence_duration_ms: int = Field(2000, ge=0, le=600_000)
     speech_pad_ms: int = Field(400, ge=0, le=10_000)
+
+
+class KnownSpeaker(BaseModel):
+    """A voice to recognise: its name replaces the anonymous label of the voice it matches."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    # Letters, digits, spaces and . ' - only: the name goes into SRT lines and WebVTT voice tags.
+    name: str = Field(min_length=1, max_length=64, pattern=r"^\w[\w .'-]*$")
+    audio: Optional[str] = Field(None, min_length=1, max_length=MAX_URL_LENGTH)
+    audio_base64: Optional[str] = Field(None, min_length=1)
 
 
 class TranscriptionRequest(BaseModel):
@@ -92,6 +109,13 @@ class TranscriptionRequest(BaseModel):
     max_line_width: Optional[int] = Field(None, ge=1, le=1000)
     max_line_count: Optional[int] = Field(None, ge=1, le=100)
     max_words_per_line: Optional[int] = Field(None, ge=1, le=1000)
+    # Speakers (worker/speakers.py): diarization, or one speaker per channel.
+    diarize: bool = False
+    num_speakers: Optional[int] = Field(None, ge=1, le=MAX_SPEAKERS)
+    min_speakers: Optional[int] = Field(None, ge=1, le=MAX_SPEAKERS)
+    max_speakers: Optional[int] = Field(None, ge=1, le=MAX_SPEAKERS)
+    known_speakers: Optional[List[KnownSpeaker]] = Field(None, min_length=1, max_length=MAX_KNOWN_SPEAKERS)
+    multichannel: bool = False
     # Set by parse_request for requests that use runpod-workers/worker-faster_whisper names.
     _legacy: Optional["LegacyOutput"] = PrivateAttr(None)
 
@@ -138,6 +162,10 @@ class TranscriptionRequest(BaseModel):
     @property
     def subtitle_layout(self) -> dict:
         return {name: getattr(self, name) for name in SUBTITLE_LAYOUT}
+
+    @property
+    def wants_speakers(self) -> bool:
+        return self.diarize or self.multichannel
 
     @property
     def is_batched(self) -> bool:
@@ -280,17 +308,56 @@ def _check_mode(request: TranscriptionRequest) -> None:
         raise RequestError("has no effect with vad_filter=false", field="vad_parameters")
     if request.legacy and request.response_format != "verbose_json" and "response_format" in explicit:
         raise RequestError("legacy requests choose their format with `transcription`", field="response_format")
+    _check_speakers(request)
+
+
+def _check_speakers(request: TranscriptionRequest) -> None:
+    for name in SPEAKER_OPTIONS:
+        if getattr(request, name) is not None and not request.diarize:
+            raise RequestError("needs diarize=true", field=name)
+    if not request.wants_speakers:
+        return
+    asked = "diarize" if request.diarize else "multichannel"
+    if request.diarize and request.multichannel:
+        raise RequestError("labels speakers by channel; send diarize or multichannel, not both", field="multichannel")
+    if request.legacy:
+        raise RequestError("speaker labels need the current request names (response_format, not transcription)", field=asked)
+    if request.without_timestamps:
+        raise RequestError(f"speaker labels need timestamps; {asked} cannot be combined with without_timestamps", field="without_timestamps")
+    if request.stream:
+        raise RequestError(f"speakers are known only once the whole file is done; {asked} cannot stream", field="stream")
+    if request.num_speakers is not None and (request.min_speakers is not None or request.max_speakers is not None):
+        raise RequestError("give num_speakers or min_speakers / max_speakers, not both", field="num_speakers")
+    if request.min_speakers is not None and request.max_speakers is not None and request.min_speakers > request.max_speakers:
+        raise RequestError(f"is more than max_speakers ({request.min_speakers} > {request.max_speakers})", field="min_speakers")
+    names = set()
+    for index, known in enumerate(request.known_speakers or []):
+        where = f"known_speakers[{index}]"
+        given = [name for name in ("audio", "audio_base64") if getattr(known, name) is not None]
+        if len(given) != 1:
+            raise RequestError("give audio (a URL) or audio_base64 for the reference clip, one of them", field=f"{where}.audio")
+        if known.name in names:
+            raise RequestError(f"{known.name!r} is named twice", field=f"{where}.name")
+        if re.fullmatch(r"(SPEAKER|CHANNEL)_\d+", known.name):
+            raise RequestError("looks like an anonymous label; choose another name", field=f"{where}.name")
+        names.add(known.name)
 
 
 def _as_request_error(exc: ValidationError, renamed: dict) -> RequestError:
     error = exc.errors()[0]
-    loc = [renamed.get(str(part), str(part)) for part in error["loc"] if isinstance(part, str)]
-    # pydantic appends the union member's type name (e.g. temperature.float); keep the field path.
-    field = ".".join(part for part in loc if part not in ("float", "int", "list[float]", "str", "bool"))
+    field = ""
+    for part in error["loc"]:
+        if isinstance(part, int):
+            field += f"[{part}]"  # a list item: known_speakers[1].name
+        elif part not in ("float", "int", "list[float]", "str", "bool"):
+            # (pydantic appends the union member's type name, e.g. temperature.float: dropped)
+            field += ("." if field else "") + renamed.get(part, part)
     field = field or "input"
     if error["type"] == "extra_forbidden":
         return RequestError("unknown field", field=field)
     message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "string_pattern_mismatch":
+        message = "may hold only letters, digits, spaces and . ' - (it is written into subtitles)"
     if error["type"].endswith("_type") or error["type"] == "literal_error":
         message = f"{message} (got {_json_type(error.get('input'))})"
     return RequestError(message, field=field)

@@ -12,6 +12,7 @@ class Word:
     end: float
     word: str
     probability: float
+    speaker: Optional[str] = None  # with diarization or multichannel only
 
 
 @dataclass
@@ -27,6 +28,13 @@ class Segment:
     compression_ratio: float
     no_speech_prob: float
     words: Optional[List[Word]] = None
+    speaker: Optional[str] = None  # with diarization or multichannel only
+
+
+@dataclass
+class SpeakerTime:
+    speaker: str
+    speaking_time: float  # seconds
 
 
 @dataclass
@@ -38,6 +46,7 @@ class Timings:
     vad: float = 0.0
     queue: float = 0.0
     inference: float = 0.0
+    diarize: float = 0.0  # beside the transcription, so not part of the sum
     total: float = 0.0
 
 
@@ -49,10 +58,21 @@ class Transcript:
     duration_after_vad: float
     segments: List[Segment] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
+    speakers: Optional[List[SpeakerTime]] = None  # set by diarization or multichannel
 
     @property
     def text(self) -> str:
-        return "".join(segment.text for segment in self.segments).strip()
+        """The whole text; with speakers, a line per speaker turn, "SPEAKER_00: ..."."""
+        if self.speakers is None:
+            return "".join(segment.text for segment in self.segments).strip()
+        turns: List[List] = []
+        for segment in self.segments:
+            if turns and turns[-1][0] == segment.speaker:
+                turns[-1][1].append(segment.text)
+            else:
+                turns.append([segment.speaker, [segment.text]])
+        lines = ((speaker, "".join(texts).strip()) for speaker, texts in turns)
+        return "\n".join(f"{speaker}: {text}" for speaker, text in lines if text)
 
     @property
     def words(self) -> List[Word]:
@@ -62,7 +82,19 @@ class Transcript:
         out = []
         for segment in self.segments:
             item = asdict(segment)
-            if not with_words:
+            if with_words:
+                item["words"] = [word_dict(word) for word in segment.words] if segment.words is not None else None
+            else:
                 item.pop("words")
+            if item["speaker"] is None:
+                item.pop("speaker")
             out.append(item)
         return out
+
+
+def word_dict(word: Word) -> dict:
+    """A word as the output carries it: `speaker` only when speakers were asked for."""
+    item = vars(word).copy()
+    if item["speaker"] is None:
+        item.pop("speaker")
+    return item

