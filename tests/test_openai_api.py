@@ -214,3 +214,28 @@ def test_python_m_worker_serves_the_openai_mode(tiny_en_dir, tmp_path):
             worker.terminate()
             worker.wait(10)
     pytest.fail(f"the worker did not start: {worker.stderr.read().decode()[-2000:]}")
+
+
+def test_diarized_json_in_openais_shape_with_known_speakers(tiny_url, tmp_path):
+    import base64
+
+    from benchmarks import conversations
+    from benchmarks.diarization import wav_base64
+
+    talk = [c for c in conversations.constructed() if c.name == "long-and-short-turns"][0]
+    path = tmp_path / "talk.wav"
+    path.write_bytes(base64.b64decode(wav_base64(talk.audio)))
+    linda = "data:audio/wav;base64," + base64.b64encode((DATA / "ljspeech" / "LJ001-0016.wav").read_bytes()).decode()
+    api = client(tiny_url)
+    with open(path, "rb") as f:
+        anonymous = api.audio.transcriptions.create(file=f, model="whisper-1", response_format="diarized_json", chunking_strategy="auto")
+    assert {s.speaker for s in anonymous.segments} == {"A", "B"} and anonymous.segments[0].speaker == "A"
+    assert all(s.type == "transcript.text.segment" and s.id.startswith("seg_") and s.end > s.start for s in anonymous.segments)
+    assert "SPEAKER_" not in anonymous.text and anonymous.usage.seconds == int(-(-talk.duration // 1))
+    with open(path, "rb") as f:
+        known = api.audio.transcriptions.create(file=f, model="whisper-1", response_format="diarized_json",
+                                                known_speaker_names=["Linda"], known_speaker_references=[linda])
+    assert known.segments[0].speaker == "Linda" and {s.speaker for s in known.segments} == {"Linda", "A"}
+    with open(path, "rb") as f, pytest.raises(openai.BadRequestError, match="data URL"):
+        api.audio.transcriptions.create(file=f, model="whisper-1", response_format="diarized_json",
+                                        known_speaker_names=["Linda"], known_speaker_references=["https://example.com/linda.wav"])

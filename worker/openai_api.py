@@ -32,8 +32,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from .request import TranscriptionRequest
 
-OPENAI_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+OPENAI_FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
 GRANULARITIES = ("segment", "word")
+MAX_FIELD_BYTES = 8 * 1024 * 1024
 # error_code -> HTTP status (OpenAI answers bad files with 400; these are more exact)
 STATUS = {"invalid_request": 400, "invalid_audio": 415, "audio_too_long": 413, "download_failed": 400,
           "unsafe_url": 400, "storage_failed": 507, "out_of_memory": 503, "device_failed": 500, "cancelled": 499}
@@ -107,7 +108,8 @@ def create_app(readiness: Readiness) -> FastAPI:
 
     async def _transcribe(request: Request, task: str, limit: int):
         try:
-            form = await request.form(max_files=1, max_fields=100)
+            # known_speaker_references[] are data URLs in plain fields: allow clips of a few MB
+            form = await request.form(max_files=1, max_fields=100, max_part_size=MAX_FIELD_BYTES)
         except Exception as exc:  # noqa: BLE001 - a malformed multipart body is the caller's mistake
             return openai_error(400, f"cannot read the multipart form: {exc}", code="invalid_request")
         with tempfile.TemporaryDirectory(prefix="whisper-upload-", dir=service().settings.temp_dir) as folder:
@@ -165,6 +167,8 @@ def form_to_input(form, task: str, settings) -> Any:
     """OpenAI's form fields as the worker's job input, plus how to shape the response."""
     fields: Dict[str, Any] = {}
     granularities: List[str] = []
+    names: List[str] = []
+    references: List[str] = []
     response_format = "json"
     for key, value in form.multi_items():
         if key == "file":
@@ -184,20 +188,58 @@ def form_to_input(form, task: str, settings) -> Any:
             response_format = value
         elif key == "prompt":
             fields["initial_prompt"] = value
+        elif key in ("known_speaker_names[]", "known_speaker_names"):
+            names.append(value)
+        elif key in ("known_speaker_references[]", "known_speaker_references"):
+            references.append(value)
+        elif key == "chunking_strategy":
+            continue  # the worker always cuts long audio at pauses itself (worker/longform.py)
         elif key == "language" and task == "translate":
             return openai_error(400, "translations take no language (the output is English)", param="language", code="invalid_request")
         elif key in ("task", "audio", "audio_base64", "stream"):
             return openai_error(400, "unknown field", param=key, code="invalid_request")
         else:
             fields[key] = value if key in _TEXT_FIELDS else _typed(value)
+    if names or references:
+        known = _known_speakers(names, references)
+        if isinstance(known, JSONResponse):
+            return known
+        fields["known_speakers"] = known
+    if response_format == "diarized_json" or "known_speakers" in fields:
+        fields["diarize"] = True
     if granularities and response_format != "verbose_json":
         return openai_error(400, "needs response_format=verbose_json", param="timestamp_granularities[]", code="invalid_request")
     words = "word" in granularities
-    fields.update(task=task, response_format="verbose_json" if response_format in ("json", "text", "verbose_json") else response_format)
+    fields.update(task=task, response_format="verbose_json" if response_format in ("json", "text", "verbose_json", "diarized_json") else response_format)
     if words:
         fields["word_timestamps"] = True
     segments = not granularities or "segment" in granularities
     return fields, {"format": response_format, "words": words, "segments": segments}
+
+
+def _known_speakers(names: List[str], references: List[str]) -> Any:
+    """OpenAI's known_speaker_names[] / known_speaker_references[] (data URLs) as known_speakers."""
+    if len(names) != len(references):
+        return openai_error(400, f"{len(names)} names for {len(references)} references; give one of each per speaker",
+                            param="known_speaker_references[]", code="invalid_request")
+    known = []
+    for index, (name, reference) in enumerate(zip(names, references)):
+        header, comma, data = reference.partition(",")
+        if not (comma and header.startswith("data:") and header.endswith(";base64")):
+            return openai_error(400, "must be a data URL (data:audio/wav;base64,...)", param=f"known_speaker_references[{index}]", code="invalid_request")
+        known.append({"name": name, "audio_base64": data})
+    return known
+
+
+def _speaker_letters(output: dict) -> Dict[str, str]:
+    """OpenAI labels unknown speakers A, B, ...; known speakers keep their names."""
+    letters: Dict[str, str] = {}
+    for speaker in output.get("speakers", []):
+        label = speaker["speaker"]
+        if label.startswith("SPEAKER_"):
+            number = len(letters)
+            letters[label] = chr(ord("A") + number % 26) * (1 + number // 26)
+    return letters
 
 
 def _typed(value: str) -> Any:
@@ -218,6 +260,15 @@ def render(output: dict, shape: dict) -> Response:
         return PlainTextResponse(output["text"] + "\n")
     if fmt in ("srt", "vtt"):
         return PlainTextResponse(output[fmt], media_type="text/plain")
+    if fmt == "diarized_json":
+        letters = _speaker_letters(output)
+        return JSONResponse({
+            "task": output["task"], "duration": output["duration"],
+            "text": " ".join(segment["text"].strip() for segment in output["segments"] if segment["text"].strip()),
+            "segments": [{"type": "transcript.text.segment", "id": f"seg_{segment['id']}", "start": segment["start"], "end": segment["end"],
+                          "text": segment["text"], "speaker": letters.get(segment["speaker"], segment["speaker"])} for segment in output["segments"]],
+            "usage": {"type": "duration", "seconds": int(-(-output["duration"] // 1))},
+        })
     translated = output["task"] == "translate"
     body = {"task": output["task"], "language": "english" if translated else language_name(output["language"]),
             "duration": output["duration"], "text": output["text"]}
