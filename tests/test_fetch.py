@@ -235,12 +235,11 @@ def test_a_non_ascii_content_length_is_a_clear_error(server, tmp_path):
 
 
 def test_error_messages_never_carry_the_query_string(tmp_path):
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    port = closed.getsockname()[1]
-    closed.close()  # nothing listens there: connection refused
-    with pytest.raises(DownloadError) as info:
-        fetch.download(f"http://127.0.0.1:{port}/a.wav?X-Amz-Signature=SECRET123&token=SECRET456", str(tmp_path / "a"), limits())
+    with socket.socket() as bound:  # bound, never listening: refused, and the port cannot be taken meanwhile
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        with pytest.raises(DownloadError) as info:
+            fetch.download(f"http://127.0.0.1:{port}/a.wav?X-Amz-Signature=SECRET123&token=SECRET456", str(tmp_path / "a"), limits())
     assert "SECRET" not in str(info.value) and "SECRET" not in repr(info.value.to_response())
 
 
@@ -267,3 +266,94 @@ def test_ipv6_forms_that_lead_to_private_ipv4_are_refused(address):
 def test_public_ipv6_is_allowed():
     fetch.check_address("2606:4700:4700::1111")
     fetch.check_address("2002:0808:0808::1")  # 6to4 of 8.8.8.8
+
+
+# -- the full text and field of each refusal (what the client reads), and the limits' edges ----
+
+@pytest.mark.parametrize("path, limit, error", [
+    ("/data/missing.wav?sig=1", {}, "audio: server answered HTTP 404 for http://127.0.0.1:{port}/data/missing.wav"),
+    ("/huge-declared", {"max_bytes": 1000}, "audio: file is 1000000000000 bytes, over the 1000-byte limit"),
+    ("/endless", {"max_bytes": 100_000}, "audio: file is over the 100000-byte limit"),
+    ("/slow", {"timeout": 1.0}, "audio: download timed out (server too slow)"),
+    ("/odd-length", {}, "audio: server sent an invalid Content-Length"),
+])
+def test_download_refusals_say_why(server, tmp_path, path, limit, error):
+    with pytest.raises(DownloadError) as info:
+        fetch.download(server.url(path), str(tmp_path / "a"), limits(**limit))
+    assert (str(info.value), info.value.field) == (error.format(port=server.port), "audio")
+
+
+@pytest.mark.parametrize("target, kind, error", [
+    ("", DownloadError, "audio: redirect without a Location"),
+    ("ftp://example.com/a.wav", UnsafeURL, "audio: redirected to a non-http(s) URL"),
+    ("gopher://example.com/a.wav", UnsafeURL, "audio: redirected to a non-http(s) URL"),
+    ("/redirect", DownloadError, "audio: more than 5 redirects"),
+])
+def test_redirect_refusals_say_why(server, tmp_path, target, kind, error):
+    server.httpd.redirect_target = target
+    with pytest.raises(kind) as info:
+        fetch.download(server.url("/redirect"), str(tmp_path / "a"), limits())
+    assert (str(info.value), info.value.field) == (error, "audio")
+
+
+def test_cancelling_while_the_headers_arrive_is_a_cancel(server, tmp_path):
+    import threading
+
+    from worker.errors import Cancelled
+
+    cancelled = threading.Event()
+    threading.Timer(0.3, cancelled.set).start()
+    with pytest.raises(Cancelled) as info:
+        fetch.download(server.url("/trickle-headers"), str(tmp_path / "a"), limits(timeout=10.0), cancelled)
+    assert str(info.value) == "job cancelled during the download"
+
+
+def test_a_refused_connection_is_named_and_long_texts_are_cut(tmp_path):
+    with socket.socket() as bound:  # bound, never listening: connecting is refused, and no one else can take the port
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{bound.getsockname()[1]}/{'a' * 400}.wav?sig=SECRET"
+        with pytest.raises(DownloadError) as info:
+            fetch.download(url, str(tmp_path / "a"), limits())
+    text = str(info.value)
+    assert text.startswith("audio: connection failed: ") and info.value.field == "audio"
+    assert text.endswith("...") and len(text) == len("audio: connection failed: ") + 203 and "SECRET" not in text
+
+
+def test_redact_keeps_a_percent_encoded_path_and_drops_a_bad_port():
+    assert fetch.redact("http://example.com/a%20b/c@d;e,f.wav?sig=x") == "http://example.com/a%20b/c@d;e,f.wav"
+    assert fetch.redact("http://example.com:99999/a.wav?sig=x") == "http://example.com/a.wav"
+
+
+def test_base64_payload_limits_are_exact():
+    import base64
+
+    exactly = base64.b64encode(b"\x01" * 300).decode()  # 400 characters, 300 bytes: at the limit
+    assert fetch.decode_base64(exactly, 300) == b"\x01" * 300
+    assert len(fetch.decode_base64(base64.b64encode(b"\x01" * 303).decode(), 300)) == 303  # 404 characters: the length check's slack
+    with pytest.raises(RequestError) as info:
+        fetch.decode_base64("A" * 405, 300)
+    assert (str(info.value), info.value.field) == ("audio_base64: payload is over the 300-byte limit", "audio_base64")
+
+
+@pytest.mark.parametrize("text, error", [
+    ("", "audio_base64: decodes to zero bytes"),
+    ("AA!AA", "audio_base64: is not valid base64"),
+    ("aGVs,bG8=", "audio_base64: is not valid base64"),  # a comma is not base64 outside a data URL
+    ("data:audio/wav;base64,aGVs,bG8=", "audio_base64: is not valid base64"),  # nor inside one
+])
+def test_base64_refusals_say_why(text, error):
+    with pytest.raises(RequestError) as info:
+        fetch.decode_base64(text, 300)
+    assert (str(info.value), info.value.field) == (error, "audio_base64")
+
+
+def test_local_path_refusals_say_why(tmp_path):
+    path = tmp_path / "a.wav"
+    path.write_bytes(b"x" * 11)
+    for args, error in [((str(path), False, 100), "audio: local file paths are disabled on this endpoint; send an http(s) URL or audio_base64"),
+                        ((str(tmp_path / "none.wav"), True, 100), f"audio: no such file: {tmp_path / 'none.wav'}"),
+                        ((str(path), True, 10), "audio: file is over the 10-byte limit")]:
+        with pytest.raises(RequestError) as info:
+            fetch.check_local_path(*args)
+        assert (str(info.value), info.value.field) == (error, "audio")
+    assert fetch.check_local_path(str(path), True, 11) == str(path)
