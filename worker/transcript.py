@@ -31,6 +31,15 @@ class Segment:
     speaker: Optional[str] = None  # with diarization or multichannel only
 
 
+@dataclass(frozen=True)
+class SpeakerTurn:
+    """Who spoke when, from the diarizer (not from the words)."""
+
+    start: float
+    end: float
+    speaker: str
+
+
 @dataclass
 class SpeakerTime:
     speaker: str
@@ -59,6 +68,7 @@ class Transcript:
     segments: List[Segment] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
     speakers: Optional[List[SpeakerTime]] = None  # set by diarization or multichannel
+    speaker_turns: Optional[List[SpeakerTurn]] = None  # set by diarization
 
     @property
     def text(self) -> str:
