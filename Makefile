@@ -43,16 +43,18 @@ fuzz: setup
 # Mutation testing of the core modules (scheduler, request, fetch, formats, audio) with mutmut
 # from the dev extra, each against its fast tests only; minutes per module, so not part of
 # make test. MODULE=scheduler picks one, JOBS the worker processes, REV=HEAD mutates a commit
-# instead of the working tree. Scores and reviewed survivors: mutation/RESULTS.md.
+# instead of the working tree, AGAIN=1 reruns only the last run's survivors (after adding tests).
+# Scores and reviewed survivors: mutation/RESULTS.md.
 MODULE ?=
 JOBS ?= 1
 REV ?=
+AGAIN ?=
 $(VENV)/.dev-installed: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[dev]"
 	touch $@
 
 mutation: $(VENV)/.dev-installed
-	$(PY) mutation/run.py $(MODULE) --jobs $(JOBS) $(if $(REV),--rev $(REV))
+	$(PY) mutation/run.py $(MODULE) --jobs $(JOBS) $(if $(REV),--rev $(REV)) $(if $(AGAIN),--again)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -1,7 +1,7 @@
 """Mutation testing of the core modules with mutmut, one module at a time, against its fast tests.
 
     python mutation/run.py [MODULE ...] [--jobs N] [--rev REV]
-    make mutation [MODULE=scheduler] [JOBS=1] [REV=HEAD]
+    make mutation [MODULE=scheduler] [JOBS=1] [REV=HEAD] [AGAIN=1]
 
 Each module runs in its own copy of the tree under .cache/mutation/<module>/ (worker/, tests/,
 pyproject.toml and a generated setup.cfg holding mutmut's settings), taken from the working tree
@@ -81,11 +81,36 @@ def statuses(work: Path) -> dict:
     return found
 
 
-def run_module(module: str, jobs: int, rev: str | None) -> dict:
-    work = prepare(module, MODULES[module], rev)
+def source_of(path: str, rev: str | None) -> bytes:
+    if rev:
+        return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, check=True).stdout
+    return (ROOT / path).read_bytes()
+
+
+def refresh_tests(work: Path, rev: str | None) -> None:
+    """--again: the module is unchanged, the tests are new; earlier verdicts of killed mutants stand
+    (more tests can only kill more), so only the survivors run again."""
+    shutil.rmtree(work / "tests")
+    if rev:
+        archive = subprocess.run(["git", "archive", rev, "tests"], cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(work)], input=archive.stdout, check=True)
+    else:
+        shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis"))
+
+
+def run_module(module: str, jobs: int, rev: str | None, again: bool = False) -> dict:
+    work = WORK / module
+    names: list[str] = []
+    if again:
+        if not (work / "mutants").is_dir() or (work / "worker" / f"{module}.py").read_bytes() != source_of(f"worker/{module}.py", rev):
+            raise SystemExit(f"--again needs an earlier run of {module} on the same worker/{module}.py; run without --again")
+        names = sorted(name for name, status in statuses(work).items() if status not in KILLED)
+        refresh_tests(work, rev)
+    else:
+        work = prepare(module, MODULES[module], rev)
     started = time.monotonic()
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    run = subprocess.run([bin_of("mutmut"), "run", "--max-children", str(jobs)], cwd=work, env=env,
+    run = subprocess.run([bin_of("mutmut"), "run", "--max-children", str(jobs), *names], cwd=work, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     (work / "run.log").write_text(run.stdout, encoding="utf-8")
     if run.returncode != 0:
@@ -114,11 +139,12 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help=f"any of {', '.join(MODULES)} (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="mutmut worker processes (default 1)")
     parser.add_argument("--rev", help="mutate this commit (git archive) instead of the working tree")
+    parser.add_argument("--again", action="store_true", help="after adding tests: rerun only the last run's survivors (same module source)")
     args = parser.parse_args()
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         parser.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
-    results = [run_module(module, args.jobs, args.rev) for module in args.modules or MODULES]
+    results = [run_module(module, args.jobs, args.rev, args.again) for module in args.modules or MODULES]
     print(f"\n{'module':<10} {'mutants':>7} {'killed':>6} {'survived':>8} {'score':>6} {'time':>6}")
     for r in results:
         print(f"{r['module']:<10} {r['mutants']:>7} {r['killed']:>6} {r['survived']:>8} {r['score']:>5}% {r['seconds']:>5}s")

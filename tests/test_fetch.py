@@ -357,3 +357,46 @@ def test_local_path_refusals_say_why(tmp_path):
             fetch.check_local_path(*args)
         assert (str(info.value), info.value.field) == (error, "audio")
     assert fetch.check_local_path(str(path), True, 11) == str(path)
+
+
+def test_an_unknown_host_is_named(tmp_path, monkeypatch):
+    def no_such_host(host, port, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    with pytest.raises(DownloadError) as info:
+        fetch.download("http://nowhere.test/a.wav", str(tmp_path / "a"), limits(allowed=()))
+    assert (str(info.value), info.value.field) == ("audio: cannot resolve host 'nowhere.test': Name or service not known", "audio")
+
+
+def test_a_server_that_never_answers_times_out_at_the_deadline(tmp_path):
+    with socket.socket() as silent:  # listening, never accepting: connected, and then nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        started = time.monotonic()
+        with pytest.raises(DownloadError) as info:
+            fetch.download(f"http://127.0.0.1:{silent.getsockname()[1]}/a.wav", str(tmp_path / "a"), limits(timeout=1.0))
+    assert (str(info.value), info.value.field) == ("audio: download timed out after 1 s", "audio")
+    assert time.monotonic() - started < 3
+
+
+def test_a_job_cancelled_before_its_download_starts_is_cancelled_at_once(server, tmp_path):
+    import threading
+
+    from worker.errors import Cancelled
+
+    cancelled = threading.Event()
+    cancelled.set()
+    with pytest.raises(Cancelled) as info:
+        fetch.download(server.url("/data/jfk.flac"), str(tmp_path / "a"), limits(), cancelled)
+    assert str(info.value) == "job cancelled during the download"
+    assert not (tmp_path / "a").exists() or (tmp_path / "a").stat().st_size == 0
+
+
+def test_a_redirect_to_https_is_followed(server, tmp_path):
+    """https is as welcome as http: the redirect is followed (here the TLS handshake with a plain
+    HTTP server then fails, which is a download error, not a refused URL)."""
+    server.httpd.redirect_target = server.url("/data/jfk.flac").replace("http://", "https://")
+    with pytest.raises(DownloadError) as info:
+        fetch.download(server.url("/redirect"), str(tmp_path / "a"), limits())
+    assert type(info.value) is DownloadError and str(info.value).startswith("audio: connection failed: ")
