@@ -16,9 +16,10 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from worker.audio import SAMPLE_RATE
+
 from .dataset import BUNDLED_DATA
 
-SAMPLE_RATE = 16000
 Turn = Tuple[float, float, str]  # (start, end, speaker)
 
 

@@ -167,3 +167,12 @@ def test_layout_keeps_every_segment_and_a_cue_starting_at_zero():
 
 def test_srt_arrows_in_text_become_a_plain_arrow():
     assert list(srt.parse(to_srt(SEGMENTS[:1])))[0].content == "Hello <world> & friends -> there"
+
+
+def test_text_format_is_the_plain_text_as_a_json_object():
+    from worker.formats import openai_output
+    from worker.transcript import Segment, Transcript
+
+    segment = Segment(id=0, seek=0, start=0.0, end=1.0, text=" Hello there.", tokens=[1], temperature=0.0,
+                      avg_logprob=-0.1, compression_ratio=1.0, no_speech_prob=0.0)
+    assert openai_output(Transcript("en", 1.0, 1.0, 1.0, [segment]), "text", "transcribe", False) == {"text": "Hello there."}

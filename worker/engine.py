@@ -83,7 +83,7 @@ class Engine:
                 language, probability, speech = info.language, info.language_probability, info.duration_after_vad
             prepared = time.perf_counter()
             collected = _collect(segments, duration, on_segment, cancelled)
-        except (Cancelled, WorkerError):
+        except WorkerError:  # Cancelled among them
             raise
         except Exception as exc:
             if is_out_of_memory(exc):

@@ -8,9 +8,8 @@
     │   └── UnsafeURL           unsafe_url      non-http scheme or a private/loopback/link-local address
     ├── StorageError            storage_failed  the temporary directory cannot be written (disk full)
     ├── ResourceExhausted       out_of_memory   the model ran out of memory even at batch size 1
-    └── DeviceFailure           device_failed   CUDA reported a fault (illegal address, launch failure)
-
-    Cancelled (not a WorkerError): the job was cancelled or timed out; its work stops where it is.
+    ├── DeviceFailure           device_failed   CUDA reported a fault (illegal address, launch failure)
+    └── Cancelled               cancelled       the job was cancelled or timed out; its work stops where it is
 
 `to_response()` is the one place an error becomes the job's `{"error": ...}` output. Anything
 that is not a WorkerError is a bug: it propagates so that the RunPod SDK reports it with a trace.
@@ -77,8 +76,14 @@ class DeviceFailure(WorkerError):
     refresh_worker = True
 
 
-class Cancelled(Exception):
-    """The job was cancelled (client cancel, timeout): download, decoding and decoding windows stop."""
+class Cancelled(WorkerError):
+    """The job was cancelled (client cancel, timeout): download, decoding, diarization and decoding
+    windows stop where they are. The message says where; the response says only that."""
+
+    code = "cancelled"
+
+    def to_response(self) -> dict:
+        return {"error": "job cancelled", "error_code": self.code}
 
 
 _DEVICE_FAULTS = ("illegal memory access", "illegal address", "launch failure", "device-side assert", "cuda failed",

@@ -95,7 +95,8 @@ FORMATTERS = {"text": to_text, "srt": to_srt, "vtt": to_vtt}
 
 
 def openai_output(transcript: Transcript, response_format: str, task: str, with_words: bool, layout: Optional[dict] = None) -> dict:
-    if response_format == "json":
+    if response_format in ("json", "text"):
+        # OpenAI's `text` is the bare text; a RunPod output is a JSON object, so it comes as {"text"}.
         return {"text": transcript.text}
     output = {
         "task": task,

@@ -27,7 +27,7 @@ from . import fetch, speakers
 from .audio import SAMPLE_RATE, decode_audio
 from .diarize import DEFAULT_MAX_SPEAKERS, SpeakerCount
 from .config import Settings
-from .errors import Cancelled, StorageError, WorkerError
+from .errors import StorageError, WorkerError
 from .formats import legacy_output, openai_output
 from .request import MAX_CHANNELS_TRANSCRIBED, TranscriptionRequest, parse_request
 from .transcript import Segment, Timings, Transcript, word_dict
@@ -129,9 +129,6 @@ class Service:
         except WorkerError as exc:
             output = exc.to_response()
             outcome = exc.code
-        except Cancelled:
-            output = {"error": "job cancelled", "error_code": "cancelled"}
-            outcome = "cancelled"
         finally:
             total = time.perf_counter() - started
             log.info(
