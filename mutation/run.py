@@ -31,7 +31,9 @@ WORK = ROOT / ".cache" / "mutation"
 # module -> the fast test files that exercise it (no network, no GPU; audio uses real files)
 MODULES = {
     "scheduler": ["tests/test_scheduler.py"],
-    "request": ["tests/test_request.py"],
+    # the speaker options' parsing tests of test_diarize.py (its other tests run a diarizer: slow)
+    "request": ["tests/test_request.py", "tests/test_diarize.py::test_speaker_options_that_contradict_are_refused_by_name",
+                "tests/test_diarize.py::test_diarize_cannot_stream"],
     "fetch": ["tests/test_fetch.py"],
     "formats": ["tests/test_formats.py"],
     "audio": ["tests/test_audio.py", "tests/test_audio_limits.py"],
