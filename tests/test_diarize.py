@@ -179,6 +179,7 @@ def test_multichannel_labels_turns_by_channel_in_time_order(tiny_service, built)
     right, counted = words_right(call.turns, output["words"], mapping)
     assert counted >= 40 and right / counted >= 0.97
     assert [s["speaker"] for s in output["speakers"]] == ["CHANNEL_1", "CHANNEL_2"]
+    assert der(call.turns, [(t["start"], t["end"], mapping[t["speaker"]]) for t in output["speaker_turns"]]) <= 0.08
 
 
 def test_multichannel_on_a_real_stereo_recording_and_on_mono(tiny_service, data_dir):
@@ -278,3 +279,4 @@ def test_an_image_without_diarization_refuses_diarize_before_fetching(tiny_servi
     monkeypatch.setattr(fetch, "download", lambda *a, **k: pytest.fail("downloaded before refusing"))
     output = tiny_service.process({"id": "x", "input": {"audio": "https://example.com/a.wav", "diarize": True}})
     assert output["error_field"] == "diarize" and "DIARIZATION=true" in output["error"]
+

@@ -144,7 +144,7 @@ class Service:
             futures = [pool.submit(self.engine.transcribe, np.ascontiguousarray(channel), request, f"{job_id}/{number}", None, cancelled)
                        for number, channel in enumerate(audio, start=1)]
             transcripts = [future.result() for future in futures]
-        return speakers.by_channel(transcripts)
+        return speakers.by_channel(transcripts, audio)
 
     def _diarized(self, audio: np.ndarray, request: TranscriptionRequest, job_id: str, report, cancelled) -> Transcript:
         """Diarization runs beside the transcription; words are timed (whether or not the

@@ -37,23 +37,36 @@ def attribute(transcript: Transcript, turns: Sequence, names: Optional[Dict[str,
                    speaker_turns=[SpeakerTurn(t.start, t.end, names.get(t.speaker, t.speaker)) for t in turns])
 
 
-def by_channel(transcripts: Sequence[Transcript]) -> Transcript:
+def by_channel(transcripts: Sequence[Transcript], channels: Sequence[np.ndarray]) -> Transcript:
     """One transcript per channel (a speaker each, as in call recordings) merged in time order,
-    each segment and word labelled CHANNEL_1, CHANNEL_2, ..."""
+    each segment and word labelled CHANNEL_1, CHANNEL_2, ...; turns from each channel's VAD."""
     labelled = []
     speakers = []
+    turns: List[SpeakerTurn] = []
     for number, transcript in enumerate(transcripts, start=1):
         label = f"CHANNEL_{number}"
         for segment in transcript.segments:
             words = [replace(w, speaker=label) for w in segment.words] if segment.words is not None else None
             labelled.append((segment.start, number, replace(segment, speaker=label, words=words)))
-        speakers.append(SpeakerTime(label, round(transcript.duration_after_vad, 3)))
+        channel_turns = _spoken(channels[number - 1], label)
+        turns += channel_turns
+        speakers.append(SpeakerTime(label, round(sum(t.end - t.start for t in channel_turns), 3)))
     labelled.sort(key=lambda item: (item[0], item[1]))
     main = max(transcripts, key=lambda t: t.duration_after_vad)
     return replace(main, duration=max(t.duration for t in transcripts),
                    duration_after_vad=sum(t.duration_after_vad for t in transcripts),
                    segments=[replace(segment, id=index) for index, (_, _, segment) in enumerate(labelled)],
-                   speakers=speakers)
+                   speakers=speakers, speaker_turns=sorted(turns, key=lambda t: (t.start, t.end)))
+
+
+def _spoken(audio: np.ndarray, label: str) -> List[SpeakerTurn]:
+    """When one channel's speaker speaks: Silero VAD without padding, pauses under 0.3 s bridged
+    (NIST's convention for speaker turns), independent of what Whisper made of it."""
+    from .audio import SAMPLE_RATE
+    from .whisper_parts import speech_spans
+
+    spans = speech_spans(audio, {"min_silence_duration_ms": 300, "speech_pad_ms": 0})
+    return [SpeakerTurn(round(a / SAMPLE_RATE, 3), round(b / SAMPLE_RATE, 3), label) for a, b in spans if b > a]
 
 
 def name_voices(voiceprints: Dict[str, np.ndarray], references: Sequence[Tuple[str, np.ndarray]],
