@@ -253,3 +253,38 @@ def test_decoding_options_carry_the_vad_parameters_given_and_the_batch_size():
     assert batched["vad_parameters"] == {"threshold": 0.3, "min_speech_duration_ms": 0, "max_speech_duration_s": float("inf"),
                                          "min_silence_duration_ms": 500, "speech_pad_ms": 400}  # neg_threshold unset: faster-whisper's default
     assert parse_request({"audio": "a"}, SETTINGS).decoding_options()["vad_parameters"] is None
+
+
+SOURCE = {"audio": "https://example.com/a.wav"}
+
+
+@pytest.mark.parametrize("job_input, error", [
+    ({**SOURCE, "language": "klingon"}, "language: unknown language code 'klingon'; use an ISO 639-1 code such as 'en', or omit it to detect"),
+    ({**SOURCE, "temperature": [0.0, 9.0], "batch_size": 1}, "temperature: every temperature must be between 0 and 2"),
+    ({**SOURCE, "num_speakers": 2}, "num_speakers: needs diarize=true"),
+    ({**SOURCE, "diarize": True, "multichannel": True}, "multichannel: labels speakers by channel; send diarize or multichannel, not both"),
+    ({**SOURCE, "multichannel": True, "transcription": "srt"},
+     "multichannel: speaker labels need the current request names (response_format, not transcription)"),
+    ({**SOURCE, "diarize": True, "without_timestamps": True},
+     "without_timestamps: speaker labels need timestamps; diarize cannot be combined with without_timestamps"),
+    ({**SOURCE, "multichannel": True, "stream": True}, "stream: speakers are known only once the whole file is done; multichannel cannot stream"),
+    ({**SOURCE, "diarize": True, "num_speakers": 2, "max_speakers": 3}, "num_speakers: give num_speakers or min_speakers / max_speakers, not both"),
+    ({**SOURCE, "diarize": True, "num_speakers": 2, "min_speakers": 1}, "num_speakers: give num_speakers or min_speakers / max_speakers, not both"),
+    ({**SOURCE, "diarize": True, "min_speakers": 3, "max_speakers": 2}, "min_speakers: is more than max_speakers (3 > 2)"),
+    ({**SOURCE, "diarize": True, "known_speakers": [{"name": "Ann", "audio": "x", "audio_base64": "AAAA"}]},
+     "known_speakers[0].audio: give audio (a URL) or audio_base64 for the reference clip, one of them"),
+    ({**SOURCE, "diarize": True, "known_speakers": [{"name": "Ann"}]},
+     "known_speakers[0].audio: give audio (a URL) or audio_base64 for the reference clip, one of them"),
+    ({**SOURCE, "diarize": True, "known_speakers": [{"name": "Ann", "audio": "x"}, {"name": "Ann", "audio": "y"}]}, "known_speakers[1].name: 'Ann' is named twice"),
+    ({**SOURCE, "diarize": True, "known_speakers": [{"name": "SPEAKER_1", "audio": "x"}]},
+     "known_speakers[0].name: looks like an anonymous label; choose another name"),
+    ({**SOURCE, "diarize": True, "known_speakers": [{"name": "<b>", "audio": "x"}]},
+     "known_speakers[0].name: may hold only letters, digits, spaces and . ' - (it is written into subtitles)"),
+])
+def test_validator_and_speaker_refusals_say_why_in_words(job_input, error):
+    assert str(refused(job_input, Settings(model="large-v3", batch_size=8, streaming=True))) == error
+
+
+@pytest.mark.parametrize("speakers", [{"num_speakers": 2}, {"min_speakers": 1}, {"max_speakers": 4}, {"min_speakers": 2, "max_speakers": 2}])
+def test_speaker_counts_that_agree_are_accepted(speakers):
+    assert parse_request({**SOURCE, "diarize": True, **speakers}, SETTINGS).diarize
