@@ -66,6 +66,14 @@ def test_diarizer_finds_the_speakers_and_their_turns(diarizer, built, name):
     assert all(b.start >= a.end for a, b in zip(result.turns, result.turns[1:]))  # turns never overlap
 
 
+@pytest.mark.parametrize("clip", ["jfk.flac", "long/silero_test.wav", "ljspeech/LJ001-0001.wav"])
+def test_one_voice_is_one_speaker(diarizer, data_dir, clip):
+    from worker.audio import decode_audio
+
+    turns = diarizer.turns(decode_audio(str(data_dir / clip), 120)).turns
+    assert turns and {t.speaker for t in turns} == {"SPEAKER_00"}  # JFK's reverberant 11 s once split in two
+
+
 def test_speaker_count_can_be_fixed_or_bounded(diarizer, built):
     audio = built["four-speakers"].audio
     assert len({t.speaker for t in diarizer.turns(audio, SpeakerCount(exact=2)).turns}) == 2

@@ -32,6 +32,7 @@ from .transcript import SpeakerTurn as Turn
 DEFAULT_MAX_SPEAKERS = 10  # what the eigen-gap search considers when nothing is asked
 MAX_CLUSTERED = 2000  # windows clustered spectrally (about 20 minutes of speech); the rest join the nearest speaker
 CPU_THREADS = 1  # torch threads for diarization on CPU (see Diarizer.__init__)
+SAME_VOICE = 0.6  # cosine of two CAM++ voiceprints above which they are one voice (same voice 0.65-0.95, distinct under 0.5 here)
 MIN_WINDOWS = 10  # fewer windows than this (about 6 s of speech) are one speaker unless a count is asked
 
 
@@ -204,6 +205,7 @@ def cluster(embeddings: np.ndarray, count: SpeakerCount) -> np.ndarray:
     labels = spectral(sample.copy())
     if exact is None:
         labels = _absorb_minor(labels, sample, keep=count.minimum)
+        labels = _merge_alike(labels, sample, keep=count.minimum)
     centroids = np.stack([_unit(sample[labels == k].mean(axis=0)) for k in np.unique(labels)])
     return np.argmax(_units(embeddings) @ centroids.T, axis=1)
 
@@ -221,6 +223,21 @@ def _absorb_minor(labels: np.ndarray, embeddings: np.ndarray, keep: int, smalles
         centroids = np.stack([_unit(embeddings[labels == k].mean(axis=0)) for k in others])
         members = labels == minor
         labels[members] = np.asarray(others)[np.argmax(_units(embeddings[members]) @ centroids.T, axis=1)]
+
+
+def _merge_alike(labels: np.ndarray, embeddings: np.ndarray, keep: int) -> np.ndarray:
+    """Clusters whose centroids are as alike as one voice's (SAME_VOICE) are one speaker: the
+    eigen-gap search splits a single voice in reverberant or noisy audio (JFK's 11 s: 0.68)."""
+    labels = labels.copy()
+    while len(np.unique(labels)) > max(keep, 1):
+        names = np.unique(labels)
+        centroids = np.stack([_unit(embeddings[labels == k].mean(axis=0)) for k in names])
+        similarity = np.triu(centroids @ centroids.T, 1)
+        a, b = np.unravel_index(np.argmax(similarity), similarity.shape)
+        if similarity[a, b] < SAME_VOICE:
+            break
+        labels[labels == names[b]] = names[a]
+    return labels
 
 
 def _label(windows, labels: np.ndarray, embeddings: np.ndarray) -> Diarization:

@@ -16,7 +16,6 @@ import numpy as np
 
 from .transcript import Segment, SpeakerTime, SpeakerTurn, Transcript, Word
 
-KNOWN_VOICE_SIMILARITY = 0.6  # cosine of CAM++ voiceprints: same voice about 0.8-0.95, others under 0.5
 ONE_SPEAKER = "SPEAKER_00"
 
 
@@ -70,9 +69,12 @@ def _spoken(audio: np.ndarray, label: str) -> List[SpeakerTurn]:
 
 
 def name_voices(voiceprints: Dict[str, np.ndarray], references: Sequence[Tuple[str, np.ndarray]],
-                threshold: float = KNOWN_VOICE_SIMILARITY) -> Dict[str, str]:
+                threshold: Optional[float] = None) -> Dict[str, str]:
     """label -> known name, one to one, most similar pairs first; a voice like none of the
     references keeps its label, and a reference like none of the voices names nobody."""
+    from .diarize import SAME_VOICE
+
+    threshold = SAME_VOICE if threshold is None else threshold
     labels = list(voiceprints)
     pairs = sorted(((float(voiceprints[label] @ print_), label, name) for label in labels for name, print_ in references), reverse=True)
     named: Dict[str, str] = {}
