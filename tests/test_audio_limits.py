@@ -151,3 +151,45 @@ def test_every_refusal_names_the_audio_field(data_dir, tmp_path):
         with pytest.raises(AudioError) as info:
             decode_audio(source, 60)
         assert (str(info.value), info.value.field) == (error, "audio")
+
+
+def test_multichannel_decoding_keeps_the_channels_apart_up_to_the_limit(data_dir):
+    from helpers import pcm_wav
+
+    path = str(data_dir / "stereo_diarization.wav")
+    kept = decode_audio(path, 60, max_channels=2)  # a path, as the handler passes it
+    mono = decode_audio(path, 60)
+    assert kept.shape == (2, mono.size) and not np.array_equal(kept[0], kept[1])
+    assert np.array_equal(decode_audio((data_dir / "stereo_diarization.wav").read_bytes(), 60, max_channels=2), kept)
+    three = pcm_wav(TONE, 16000, 3)
+    assert decode_audio(three, 60, max_channels=3).shape == (3, 48000)
+    with pytest.raises(AudioError) as info:
+        decode_audio(three, 60, max_channels=2)
+    assert (str(info.value), info.value.field) == ("audio: has 3 channels; multichannel transcribes at most 2", "audio")
+
+
+def test_a_video_without_sound_is_refused_by_name():
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="matroska") as out:
+        stream = out.add_stream("mpeg4", rate=1)
+        stream.width, stream.height = 16, 16
+        frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), dtype=np.uint8), format="rgb24")
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    with pytest.raises(AudioError) as info:
+        decode_audio(buffer.getvalue(), 60)
+    assert (str(info.value), info.value.field) == ("audio: contains no audio stream", "audio")
+
+
+@pytest.mark.parametrize("raised, error", [
+    (av.error.FFmpegError(5, ""), "audio: cannot decode audio: FFmpegError"),
+    (av.error.InvalidDataError(1094995529, ""), "audio: cannot decode audio: not a supported audio or video container, or corrupt (InvalidDataError)"),
+])
+def test_a_decoder_error_without_text_is_named_by_its_kind(monkeypatch, raised, error):
+    def broken_open(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(audio_module.av, "open", broken_open)
+    with pytest.raises(AudioError) as info:
+        decode_audio(b"anything", 60)
+    assert str(info.value) == error
