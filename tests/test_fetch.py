@@ -400,3 +400,35 @@ def test_a_redirect_to_https_is_followed(server, tmp_path):
     with pytest.raises(DownloadError) as info:
         fetch.download(server.url("/redirect"), str(tmp_path / "a"), limits())
     assert type(info.value) is DownloadError and str(info.value).startswith("audio: connection failed: ")
+
+
+def test_a_compressed_body_within_the_limit_is_saved_inflated(server, tmp_path):
+    """Content-Length counts the compressed bytes: the inflated size differing from it is no drop."""
+    dest = tmp_path / "a"
+    assert fetch.download(server.url("/gzip-bomb"), str(dest), limits(max_bytes=64 * 1024 * 1024)) == 50 * 1024 * 1024
+    assert dest.stat().st_size == 50 * 1024 * 1024
+
+
+def test_a_file_of_exactly_the_limit_is_accepted(server, tmp_path, data_dir):
+    size = (data_dir / "jfk.flac").stat().st_size
+    assert fetch.download(server.url("/data/jfk.flac"), str(tmp_path / "a"), limits(max_bytes=size)) == size
+
+
+def test_a_private_address_is_refused_naming_it():
+    with pytest.raises(UnsafeURL) as info:
+        fetch.check_address("10.0.0.1")
+    assert (str(info.value), info.value.field) == ("audio: refusing to connect to 10.0.0.1: not a public address", "audio")
+
+
+def test_is_url_tells_urls_from_paths():
+    assert fetch.is_url("https://example.com/a.wav") and fetch.is_url("http://example.com/a.wav")
+    assert not fetch.is_url("/data/a.wav") and not fetch.is_url("a.wav") and not fetch.is_url("/very/long/directory/x://y")
+
+
+def test_a_refused_connection_names_the_address(tmp_path):
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        with pytest.raises(DownloadError) as info:
+            fetch.download(f"http://127.0.0.1:{bound.getsockname()[1]}/a.wav", str(tmp_path / "a"), limits())
+    # (the cause after it, "Connection refused", falls past the 200-character cut: urllib3's wrapper text comes first)
+    assert "connection to 127.0.0.1 failed" in str(info.value)
