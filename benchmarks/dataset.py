@@ -12,10 +12,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from worker.audio import SAMPLE_RATE
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".wma", ".webm", ".aac")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED_DATA = os.path.join(REPO_ROOT, "tests", "data")
-SAMPLE_RATE = 16000
 
 
 @dataclass

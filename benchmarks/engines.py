@@ -15,7 +15,8 @@ from typing import Optional
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from worker.audio import SAMPLE_RATE
+
 FASTER_WHISPER = "faster-whisper"
 TRANSFORMERS = "transformers"
 ENGINES = (FASTER_WHISPER, TRANSFORMERS)

@@ -28,12 +28,13 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from worker.audio import SAMPLE_RATE
+
 from . import facts, report
 from .metrics import MB, PeakSampler, error_rates, normalizer, rss_reader
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
-SAMPLE_RATE = 16000
 MODES: Dict[str, dict] = {
     "default": {},
     "batched-words": {"word_timestamps": True},

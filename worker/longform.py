@@ -28,9 +28,9 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import whisper_parts as parts
+from .audio import SAMPLE_RATE
 from .transcript import Segment, Word
 
-SAMPLE_RATE = parts.SAMPLE_RATE
 MAX_WINDOW_S = 30.0
 MAX_PAUSE_S = 2.0  # a longer pause between speech spans starts a new window
 MIN_WINDOW_S = 10.0  # a full window is cut at its longest pause after this many seconds

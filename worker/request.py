@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from .config import Settings
 from .errors import RequestError
+from .formats import LEGACY_FORMATTERS
 
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 MAX_URL_LENGTH = 8192
@@ -48,7 +49,7 @@ LEGACY_ONLY_FIELDS = {
     "transcription", "translate", "translation", "enable_vad", "logprob_threshold",
     "temperature_increment_on_fallback", "model",
 }
-LEGACY_FORMATS = ("plain_text", "formatted_text", "srt", "vtt")
+LEGACY_FORMATS = tuple(LEGACY_FORMATTERS)  # what worker-faster_whisper renders
 
 
 class VadParameters(BaseModel):

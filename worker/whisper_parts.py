@@ -32,9 +32,9 @@ from faster_whisper.tokenizer import _LANGUAGE_CODES, Tokenizer
 from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
 from faster_whisper.vad import VadOptions
 
+from .audio import SAMPLE_RATE
 from .errors import RequestError
 
-SAMPLE_RATE = 16000
 HOP = 160  # samples per feature frame
 N_FFT = 400
 WINDOW_FRAMES = 3000  # the 30 s every Whisper window is padded to
