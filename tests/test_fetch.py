@@ -432,3 +432,24 @@ def test_a_refused_connection_names_the_address(tmp_path):
             fetch.download(f"http://127.0.0.1:{bound.getsockname()[1]}/a.wav", str(tmp_path / "a"), limits())
     # (the cause after it, "Connection refused", falls past the 200-character cut: urllib3's wrapper text comes first)
     assert "connection to 127.0.0.1 failed" in str(info.value)
+
+
+@pytest.mark.parametrize("url, error", [
+    ("a.wav", "audio: only http and https URLs are accepted, not 'a bare path'"),
+    ("ftp://example.com/a.wav", "audio: only http and https URLs are accepted, not 'ftp'"),
+    ("http:///a.wav", "audio: URL has no host"),
+    ("http://example.com:0x50/a.wav", "audio: URL has an invalid port (1-65535)"),
+    ("http://" + "a" * 64 + ".com/a.wav", "audio: URL host is not a valid name (labels of 1 to 63 characters, 253 in all)"),
+    ("http://.example.com/a.wav", "audio: URL host is not a valid name (labels of 1 to 63 characters, 253 in all)"),
+    ("http://" + ".".join(["a" * 63] * 3 + ["a" * 62]) + "/a.wav", "audio: URL host is not a valid name (labels of 1 to 63 characters, 253 in all)"),
+    ("http://xn--\u00e4.com/a.wav", "audio: URL host is not a valid name"),
+])
+def test_url_form_refusals_say_why(url, error):
+    with pytest.raises(RequestError) as info:
+        fetch.check_url(url)
+    assert (str(info.value), info.value.field) == (error, "audio")
+
+
+@pytest.mark.parametrize("host", ["a" * 63 + ".com", "a.b.co", "example.com.", ".".join(["a" * 63] * 3 + ["a" * 61]), "ex\u00e4mple.com"])
+def test_url_forms_at_the_edges_are_accepted(host):
+    fetch.check_url(f"http://{host}/a.wav")  # 63-character labels, 1-character labels, a trailing dot, 253 in all, IDNA
