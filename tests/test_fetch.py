@@ -453,3 +453,10 @@ def test_url_form_refusals_say_why(url, error):
 @pytest.mark.parametrize("host", ["a" * 63 + ".com", "a.b.co", "example.com.", ".".join(["a" * 63] * 3 + ["a" * 61]), "ex\u00e4mple.com"])
 def test_url_forms_at_the_edges_are_accepted(host):
     fetch.check_url(f"http://{host}/a.wav")  # 63-character labels, 1-character labels, a trailing dot, 253 in all, IDNA
+
+
+def test_a_dropped_connection_says_how_much_arrived(server, tmp_path):
+    with pytest.raises(DownloadError) as info:
+        fetch.download(server.url("/lying-length"), str(tmp_path / "a"), limits())
+    assert str(info.value).startswith("audio: connection dropped after 1000 bytes: ") and info.value.field == "audio"
+    assert "IncompleteRead(1000 bytes read, 9000 more expected)" in str(info.value)
