@@ -140,3 +140,27 @@ def legacy_output(transcript: Transcript, transcription: str, translation: Optio
     if with_words:
         output["word_timestamps"] = [{"word": w.word, "start": w.start, "end": w.end} for w in transcript.words]
     return output
+
+
+def job_metrics(request, transcript: Transcript, timings, total: float, model, image_revision: str) -> dict:
+    """The `metrics` of every response: seconds per stage (download and decode from `timings`, the
+    rest from the engine's), the model and the image that answered."""
+    engine = transcript.timings
+    audio_seconds = transcript.duration
+    return {
+        "download_seconds": round(timings.download, 4),
+        "decode_seconds": round(timings.decode, 4),
+        "vad_seconds": round(engine.vad, 4),
+        "queue_seconds": round(engine.queue, 4),
+        "inference_seconds": round(engine.inference, 4),
+        "total_seconds": round(total, 4),
+        "audio_seconds": round(audio_seconds, 3),
+        "real_time_factor": round(total / audio_seconds, 5) if audio_seconds else None,
+        **({"diarize_seconds": round(engine.diarize, 4)} if request.diarize else {}),
+        "mode": "batched" if request.is_batched else "sequential",
+        "batch_size": request.batch_size,
+        "model": model.name,
+        "compute_type": model.compute_type,
+        "device": model.device,
+        "image_revision": image_revision,
+    }

@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,13 +21,14 @@ from typing import Any, AsyncIterator, Callable, Optional
 
 import numpy as np
 
-from . import fetch, speakers
-from .audio import SAMPLE_RATE, decode_audio
-from .diarize import DEFAULT_MAX_SPEAKERS, SpeakerCount
+from . import speakers
+from .audio import SAMPLE_RATE
 from .config import Settings
-from .errors import StorageError, WorkerError
-from .formats import legacy_output, openai_output
+from .diarize import DEFAULT_MAX_SPEAKERS, SpeakerCount
+from .errors import WorkerError
+from .formats import job_metrics, legacy_output, openai_output
 from .request import MAX_CHANNELS_TRANSCRIBED, TranscriptionRequest, parse_request
+from .sources import AudioSources, describe
 from .transcript import Segment, Timings, Transcript, word_dict
 
 log = logging.getLogger("worker.jobs")
@@ -47,8 +46,7 @@ class Service:
         self.progress = progress
         # One thread per job in flight (asyncio's default pool has only cores + 4 threads).
         self._threads = ThreadPoolExecutor(max_workers=settings.concurrency + 1, thread_name_prefix="whisper-job")
-        allowed = fetch.EVERYWHERE if settings.allow_private_urls else ()
-        self.limits = fetch.FetchLimits(settings.max_download_bytes, settings.download_timeout, allowed)
+        self.sources = AudioSources(settings)
         self._speakers: Optional[speakers.Speakers] = None
         self._speakers_lock = threading.Lock()
 
@@ -106,12 +104,15 @@ class Service:
         engine_timings = Timings()
         try:
             request = parse_request(job.get("input") if isinstance(job, dict) else None, self.settings, uploaded=upload is not None)
-            source = "upload" if upload is not None else _describe_source(request)
+            source = "upload" if upload is not None else describe(request)
             self.engine.check(request)
             if request.diarize:
                 speakers.require_backend()
             channels = MAX_CHANNELS_TRANSCRIBED if request.multichannel else None
-            audio = self._decode(upload, timings, cancelled, channels) if upload is not None else self._load_audio(request, timings, cancelled, channels)
+            if upload is not None:
+                audio = self.sources.decode(upload, timings, cancelled, channels)
+            else:
+                audio = self.sources.load(request, timings, cancelled, channels)
             audio_seconds = audio.shape[-1] / SAMPLE_RATE
             report = self._progress_reporter(job, on_segment)
             if request.multichannel:
@@ -176,36 +177,9 @@ class Service:
     def _load_reference(self, known, index: int, cancelled) -> np.ndarray:
         """A known speaker's clip, under the main audio's guards and limits; errors name it."""
         try:
-            return self._load_audio(known, Timings(), cancelled)
+            return self.sources.load(known, Timings(), cancelled)
         except WorkerError as exc:
             raise type(exc)(exc.message, field=f"known_speakers[{index}].audio") from None
-
-    def _load_audio(self, source, timings: Timings, cancelled: Optional[threading.Event] = None, channels: Optional[int] = None) -> np.ndarray:
-        """The audio a request (or a known speaker) names by `audio` or `audio_base64`."""
-        settings = self.settings
-        if source.audio_base64 is not None:
-            started = time.perf_counter()
-            data = fetch.decode_base64(source.audio_base64, settings.max_download_bytes)
-            timings.download = time.perf_counter() - started
-            return self._decode(data, timings, cancelled, channels)
-        if not fetch.is_url(source.audio):
-            path = fetch.check_local_path(source.audio, settings.allow_local_files, settings.max_download_bytes)
-            return self._decode(path, timings, cancelled, channels)
-        try:
-            with tempfile.TemporaryDirectory(prefix="whisper-job-", dir=settings.temp_dir) as workdir:
-                started = time.perf_counter()
-                path = os.path.join(workdir, "audio")
-                fetch.download(source.audio, path, self.limits, cancelled)
-                timings.download = time.perf_counter() - started
-                return self._decode(path, timings, cancelled, channels)
-        except OSError as exc:
-            raise StorageError(f"cannot use temporary storage: {exc.strerror or exc}") from None
-
-    def _decode(self, source, timings: Timings, cancelled: Optional[threading.Event] = None, channels: Optional[int] = None) -> np.ndarray:
-        started = time.perf_counter()
-        audio = decode_audio(source, self.settings.max_audio_seconds, cancelled, channels)
-        timings.decode = time.perf_counter() - started
-        return audio
 
     def _progress_reporter(self, job: dict, on_segment):
         if self.progress is None:
@@ -231,26 +205,7 @@ class Service:
             )
         else:
             output = openai_output(transcript, request.response_format, request.task, request.word_timestamps, request.subtitle_layout)
-        engine_timings = transcript.timings
-        total = time.perf_counter() - started
-        audio_seconds = transcript.duration
-        output["metrics"] = {
-            "download_seconds": round(timings.download, 4),
-            "decode_seconds": round(timings.decode, 4),
-            "vad_seconds": round(engine_timings.vad, 4),
-            "queue_seconds": round(engine_timings.queue, 4),
-            "inference_seconds": round(engine_timings.inference, 4),
-            "total_seconds": round(total, 4),
-            "audio_seconds": round(audio_seconds, 3),
-            "real_time_factor": round(total / audio_seconds, 5) if audio_seconds else None,
-            **({"diarize_seconds": round(engine_timings.diarize, 4)} if request.diarize else {}),
-            "mode": "batched" if request.is_batched else "sequential",
-            "batch_size": request.batch_size,
-            "model": model.name,
-            "compute_type": model.compute_type,
-            "device": model.device,
-            "image_revision": self.settings.image_revision,
-        }
+        output["metrics"] = job_metrics(request, transcript, timings, time.perf_counter() - started, model, self.settings.image_revision)
         return output
 
 
@@ -259,15 +214,6 @@ def _segment_event(segment: Segment) -> dict:
     if segment.words is not None:
         event["words"] = [word_dict(word) for word in segment.words]
     return event
-
-
-def _describe_source(request: TranscriptionRequest) -> str:
-    """What the log may say about the audio: never bytes, base64 or query strings."""
-    if request.audio_base64 is not None:
-        return f"base64({len(request.audio_base64)} chars)"
-    if fetch.is_url(request.audio):
-        return fetch.redact(request.audio)
-    return "local-file"
 
 
 # -- module-level entry points for the RunPod SDK ------------------------------------------

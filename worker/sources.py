@@ -1,0 +1,63 @@
+"""Where a job's audio comes from: base64 in the request, a local path (when allowed), or a URL
+downloaded into a per-job temporary directory (removed whatever happens); then decoded under the
+duration limit. The same guards hold for the main audio and for known speakers' clips."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from typing import Optional
+
+import numpy as np
+
+from . import fetch
+from .audio import decode_audio
+from .config import Settings
+from .errors import StorageError
+from .transcript import Timings
+
+
+class AudioSources:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        allowed = fetch.EVERYWHERE if settings.allow_private_urls else ()
+        self.limits = fetch.FetchLimits(settings.max_download_bytes, settings.download_timeout, allowed)
+
+    def load(self, source, timings: Timings, cancelled: Optional[threading.Event] = None, channels: Optional[int] = None) -> np.ndarray:
+        """The audio that `source` (a request or a known speaker) names by `audio` or `audio_base64`."""
+        settings = self.settings
+        if source.audio_base64 is not None:
+            started = time.perf_counter()
+            data = fetch.decode_base64(source.audio_base64, settings.max_download_bytes)
+            timings.download = time.perf_counter() - started
+            return self.decode(data, timings, cancelled, channels)
+        if not fetch.is_url(source.audio):
+            path = fetch.check_local_path(source.audio, settings.allow_local_files, settings.max_download_bytes)
+            return self.decode(path, timings, cancelled, channels)
+        try:
+            with tempfile.TemporaryDirectory(prefix="whisper-job-", dir=settings.temp_dir) as workdir:
+                started = time.perf_counter()
+                path = os.path.join(workdir, "audio")
+                fetch.download(source.audio, path, self.limits, cancelled)
+                timings.download = time.perf_counter() - started
+                return self.decode(path, timings, cancelled, channels)
+        except OSError as exc:
+            raise StorageError(f"cannot use temporary storage: {exc.strerror or exc}") from None
+
+    def decode(self, source, timings: Timings, cancelled: Optional[threading.Event] = None, channels: Optional[int] = None) -> np.ndarray:
+        """Samples from bytes or a file path (an upload, a download), timed as `decode`."""
+        started = time.perf_counter()
+        audio = decode_audio(source, self.settings.max_audio_seconds, cancelled, channels)
+        timings.decode = time.perf_counter() - started
+        return audio
+
+
+def describe(request) -> str:
+    """What the log may say about a request's audio: never bytes, base64 or query strings."""
+    if request.audio_base64 is not None:
+        return f"base64({len(request.audio_base64)} chars)"
+    if fetch.is_url(request.audio):
+        return fetch.redact(request.audio)
+    return "local-file"
