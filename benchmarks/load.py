@@ -17,11 +17,8 @@ import base64
 import datetime as dt
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +28,7 @@ from typing import Dict, List, Optional
 import requests
 
 from . import dataset, facts, report
+from .local_worker import LocalWorker
 from .progress import progress_bar
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,58 +101,6 @@ class Target:
         if body.get("status") not in (None, "COMPLETED") and not error:
             error = f"status {body.get('status')}"
         return output, error
-
-
-class LocalWorker:
-    """The real worker as a child process serving the SDK's local HTTP API on loopback."""
-
-    def __init__(self, model_dir: str, concurrency: int, env_extra: Dict[str, str]):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.temp_dir = tempfile.mkdtemp(prefix="whisper-load-")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WHISPER_")}
-        env.update(WHISPER_MODEL=model_dir, WHISPER_CONCURRENCY=str(concurrency), WHISPER_TEMP_DIR=self.temp_dir,
-                   WHISPER_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1", **env_extra)
-        self.log = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(self.port), "--rp_log_level", "ERROR"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._wait_ready()
-
-    def _wait_ready(self, limit: float = 300.0) -> None:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                raise SystemExit(f"worker exited during start-up:\n{self.log.read()[-3000:]}")
-            try:
-                requests.get(f"{self.url}/docs", timeout=1)
-                return
-            except requests.ConnectionError:
-                time.sleep(0.3)
-        raise SystemExit("worker did not start within 300 s")
-
-    def sample(self) -> dict:
-        """Resident memory, open file descriptors and leftover temp files of the server process."""
-        import psutil
-
-        proc = psutil.Process(self.proc.pid)
-        return {"rss_mb": proc.memory_info().rss / 2**20, "open_fds": proc.num_fds(), "temp_files": len(os.listdir(self.temp_dir))}
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-        try:
-            os.rmdir(self.temp_dir)
-        except OSError:
-            pass
 
 
 # -- one run ---------------------------------------------------------------------------------
@@ -281,7 +227,10 @@ def run_load(args) -> int:
         if args.max_batch_size is not None:
             env_extra["WHISPER_MAX_BATCH_SIZE"] = str(args.max_batch_size)
         model_dir = resolve_ct2(args.serve, os.path.join(ROOT, ".cache", "benchmarks"))
-        worker = LocalWorker(model_dir, max(args.concurrency, 1), env_extra)
+        try:
+            worker = LocalWorker(model_dir, max(args.concurrency, 1), env_extra)
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
         target = Target(worker.url)
         where = f"local worker ({args.serve})"
     elif args.url:

