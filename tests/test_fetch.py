@@ -460,3 +460,32 @@ def test_a_dropped_connection_says_how_much_arrived(server, tmp_path):
         fetch.download(server.url("/lying-length"), str(tmp_path / "a"), limits())
     assert str(info.value).startswith("audio: connection dropped after 1000 bytes: ") and info.value.field == "audio"
     assert "IncompleteRead(1000 bytes read, 9000 more expected)" in str(info.value)
+
+
+def test_the_request_names_the_worker_asks_for_no_compression_and_ignores_proxy_settings(tmp_path, monkeypatch):
+    import http.server
+    import threading
+
+    seen = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            seen.append(dict(self.headers))
+            self.send_response(200)
+            self.send_header("Content-Length", "4")
+            self.end_headers()
+            self.wfile.write(b"RIFF")
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)  # bound before the URL is made
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # a proxy that does not exist: used, the download fails
+    monkeypatch.setenv("NO_PROXY", "")
+    try:
+        assert fetch.download(f"http://127.0.0.1:{httpd.server_address[1]}/a.wav", str(tmp_path / "a"), limits()) == 4
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert seen[0]["User-Agent"] == fetch.USER_AGENT and seen[0]["Accept-Encoding"] == "identity"
