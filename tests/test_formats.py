@@ -5,7 +5,8 @@ import io
 import srt
 import webvtt
 
-from worker.formats import legacy_output, openai_output, timestamp, to_srt, to_text, to_vtt
+from worker.formats import openai_output, timestamp, to_srt, to_text, to_vtt
+from worker.legacy import legacy_output
 from worker.transcript import Segment, Transcript, Word
 
 

@@ -1,5 +1,5 @@
-"""Pure functions from a Transcript to the output shapes: OpenAI json/verbose_json/text/srt/vtt and
-the output of runpod-workers/worker-faster_whisper for clients of that worker."""
+"""Pure functions from a Transcript to the output shapes: OpenAI json/verbose_json/text/srt/vtt,
+and the metrics every response carries (worker-faster_whisper's shape is worker/legacy.py)."""
 
 from __future__ import annotations
 
@@ -115,30 +115,6 @@ def openai_output(transcript: Transcript, response_format: str, task: str, with_
         output["speaker_turns"] = [{"start": t.start, "end": t.end, "speaker": t.speaker} for t in transcript.speaker_turns]
     if response_format in FORMATTERS and response_format != "text":
         output[response_format] = FORMATTERS[response_format](transcript.segments, layout)
-    return output
-
-
-LEGACY_FORMATTERS = {
-    "plain_text": lambda segments, layout=None: to_text(segments, " "),
-    "formatted_text": lambda segments, layout=None: to_text(segments, "\n"),
-    "srt": to_srt,
-    "vtt": to_vtt,
-}
-
-
-def legacy_output(transcript: Transcript, transcription: str, translation: Optional[Transcript], translation_format: str, with_words: bool, device: str, model: str,
-                  layout: Optional[dict] = None) -> dict:
-    """The keys worker-faster_whisper returns, so its clients keep working unchanged."""
-    output = {
-        "segments": transcript.segment_dicts(with_words=False),
-        "detected_language": transcript.language,
-        "transcription": LEGACY_FORMATTERS[transcription](transcript.segments, layout),
-        "translation": LEGACY_FORMATTERS[translation_format](translation.segments, layout) if translation else None,
-        "device": device,
-        "model": model,
-    }
-    if with_words:
-        output["word_timestamps"] = [{"word": w.word, "start": w.start, "end": w.end} for w in transcript.words]
     return output
 
 

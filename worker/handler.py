@@ -26,7 +26,8 @@ from .audio import SAMPLE_RATE
 from .config import Settings
 from .diarize import DEFAULT_MAX_SPEAKERS, SpeakerCount
 from .errors import WorkerError
-from .formats import job_metrics, legacy_output, openai_output
+from .formats import job_metrics, openai_output
+from .legacy import legacy_output
 from .request import MAX_CHANNELS_TRANSCRIBED, TranscriptionRequest, parse_request
 from .sources import AudioSources, describe
 from .transcript import Segment, Timings, Transcript, word_dict

@@ -1,23 +1,21 @@
 """The input schema: one typed request, every option declared once, clear errors naming the field.
 
 Flow: `parse_request(job_input, settings)` maps the legacy names of runpod-workers/
-worker-faster_whisper onto ours, validates with pydantic (unknown fields refused), fills
+worker-faster_whisper onto ours (worker/legacy.py), validates with pydantic (unknown fields refused), fills
 settings-dependent defaults, then refuses option combinations the chosen mode would ignore.
 The engine reads `decoding_options()`; nothing else turns fields into faster-whisper arguments.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any, List, Literal, Optional, Union
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from .config import Settings
 from .errors import RequestError
-from .formats import LEGACY_FORMATTERS
+from .legacy import LEGACY_ONLY_FIELDS, LegacyOutput, check_model, take_legacy
 
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 MAX_URL_LENGTH = 8192
@@ -45,11 +43,6 @@ MAX_KNOWN_SPEAKERS = 8
 MAX_CHANNELS_TRANSCRIBED = 8  # multichannel: each channel is a transcription of its own
 SPEAKER_OPTIONS = ("num_speakers", "min_speakers", "max_speakers", "known_speakers")
 
-LEGACY_ONLY_FIELDS = {
-    "transcription", "translate", "translation", "enable_vad", "logprob_threshold",
-    "temperature_increment_on_fallback", "model",
-}
-LEGACY_FORMATS = tuple(LEGACY_FORMATTERS)  # what worker-faster_whisper renders
 
 
 class VadParameters(BaseModel):
@@ -183,16 +176,6 @@ class TranscriptionRequest(BaseModel):
         return options
 
 
-class LegacyOutput(BaseModel):
-    """What a worker-faster_whisper client asked for: output shape and the translation pass."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    transcription: str = "plain_text"
-    translate: bool = False
-    translation: str = "plain_text"
-
-
 TranscriptionRequest.model_rebuild()
 
 
@@ -203,9 +186,9 @@ def parse_request(job_input: Any, settings: Settings, uploaded: bool = False) ->
         raise RequestError(f"must be a JSON object, got {_json_type(job_input)}", field="input")
     data = dict(job_input)
     renamed: dict = {}  # our name -> the legacy name the client sent, so errors name what was sent
-    legacy = _take_legacy(data, renamed) if LEGACY_ONLY_FIELDS & data.keys() else None
+    legacy = take_legacy(data, renamed) if LEGACY_ONLY_FIELDS & data.keys() else None
     if legacy is not None:
-        _check_legacy_model(legacy.pop("model", None), settings)
+        check_model(legacy.pop("model", None), settings)
         data.setdefault("batch_size", 1)  # that worker decodes sequentially
     try:
         request = TranscriptionRequest.model_validate(data)
@@ -225,53 +208,6 @@ def parse_request(job_input: Any, settings: Settings, uploaded: bool = False) ->
     if request.stream and not settings.streaming:
         raise RequestError("streaming is disabled on this endpoint (set WHISPER_STREAMING=true)", field="stream")
     return request
-
-
-def _take_legacy(data: dict, renamed: dict) -> dict:
-    """Rename worker-faster_whisper inputs to ours; a name given both ways is refused."""
-    renames = {"enable_vad": "vad_filter", "logprob_threshold": "log_prob_threshold"}
-    for old, new in renames.items():
-        if old in data:
-            if new in data:
-                raise RequestError(f"give either {old} or {new}, not both", field=old)
-            data[new] = data.pop(old)
-            renamed[new] = old
-    data.setdefault("vad_filter", False)  # that worker's default
-    if isinstance(data.get("suppress_tokens"), str):
-        try:
-            data["suppress_tokens"] = [int(t) for t in data["suppress_tokens"].split(",") if t.strip()]
-        except ValueError:
-            raise RequestError("must be a comma-separated list of token ids", field="suppress_tokens") from None
-    if "temperature_increment_on_fallback" in data:
-        increment = data.pop("temperature_increment_on_fallback")
-        start = data.get("temperature", 0.0)
-        if increment is not None:
-            if not _is_number(increment) or not math.isfinite(increment) or increment <= 0:
-                raise RequestError("must be a positive number or null", field="temperature_increment_on_fallback")
-            if not _is_number(start) or not math.isfinite(start) or not 0.0 <= start <= 1.0:
-                raise RequestError("must be a number from 0 to 1 when temperature_increment_on_fallback is given", field="temperature")
-            if (1.0 - start) / increment > 19:
-                raise RequestError("gives more than 20 temperatures; use an increment of at least (1 - temperature) / 19", field="temperature_increment_on_fallback")
-            data["temperature"] = [round(float(t), 6) for t in np.arange(start, 1.0 + 1e-6, increment)]
-    legacy: dict = {"model": data.pop("model", None)}
-    for name in ("transcription", "translate", "translation"):
-        if name in data:
-            legacy[name] = data.pop(name)
-    for name in ("transcription", "translation"):
-        if name in legacy and legacy[name] not in LEGACY_FORMATS:
-            raise RequestError(f"must be one of {', '.join(LEGACY_FORMATS)}", field=name)
-    if "translate" in legacy and not isinstance(legacy["translate"], bool):
-        raise RequestError("must be true or false", field="translate")
-    return legacy
-
-
-def _check_legacy_model(model: Any, settings: Settings) -> None:
-    if model is None:
-        return
-    if not isinstance(model, str):
-        raise RequestError("must be a string", field="model")
-    if model not in (settings.model, settings.served_model_name):
-        raise RequestError(f"this endpoint serves {settings.served_model_name!r}; it cannot load {model!r} per request", field="model")
 
 
 def _check_audio_source(request: TranscriptionRequest) -> None:
@@ -362,10 +298,6 @@ def _as_request_error(exc: ValidationError, renamed: dict) -> RequestError:
     if error["type"].endswith("_type") or error["type"] == "literal_error":
         message = f"{message} (got {_json_type(error.get('input'))})"
     return RequestError(message, field=field)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _json_type(value: Any) -> str:

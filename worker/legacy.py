@@ -1,0 +1,107 @@
+"""The request and response shapes of runpod-workers/worker-faster_whisper, so its clients keep
+working unchanged: its input names renamed to ours on the way in (`take_legacy`, called by
+worker.request), its output keys rendered on the way out (`legacy_output`, called by the handler).
+Nothing else in the worker knows that shape."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from .config import Settings
+from .errors import RequestError
+from .formats import to_srt, to_text, to_vtt
+from .transcript import Transcript
+
+# Fields only that worker takes: one of them marks a request as legacy.
+LEGACY_ONLY_FIELDS = {
+    "transcription", "translate", "translation", "enable_vad", "logprob_threshold",
+    "temperature_increment_on_fallback", "model",
+}
+
+LEGACY_FORMATTERS = {
+    "plain_text": lambda segments, layout=None: to_text(segments, " "),
+    "formatted_text": lambda segments, layout=None: to_text(segments, "\n"),
+    "srt": to_srt,
+    "vtt": to_vtt,
+}
+
+
+def legacy_output(transcript: Transcript, transcription: str, translation: Optional[Transcript], translation_format: str, with_words: bool, device: str, model: str,
+                  layout: Optional[dict] = None) -> dict:
+    """The keys worker-faster_whisper returns, so its clients keep working unchanged."""
+    output = {
+        "segments": transcript.segment_dicts(with_words=False),
+        "detected_language": transcript.language,
+        "transcription": LEGACY_FORMATTERS[transcription](transcript.segments, layout),
+        "translation": LEGACY_FORMATTERS[translation_format](translation.segments, layout) if translation else None,
+        "device": device,
+        "model": model,
+    }
+    if with_words:
+        output["word_timestamps"] = [{"word": w.word, "start": w.start, "end": w.end} for w in transcript.words]
+    return output
+
+
+class LegacyOutput(BaseModel):
+    """What a worker-faster_whisper client asked for: output shape and the translation pass."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transcription: str = "plain_text"
+    translate: bool = False
+    translation: str = "plain_text"
+
+
+def take_legacy(data: dict, renamed: dict) -> dict:
+    """Rename worker-faster_whisper inputs to ours; a name given both ways is refused."""
+    renames = {"enable_vad": "vad_filter", "logprob_threshold": "log_prob_threshold"}
+    for old, new in renames.items():
+        if old in data:
+            if new in data:
+                raise RequestError(f"give either {old} or {new}, not both", field=old)
+            data[new] = data.pop(old)
+            renamed[new] = old
+    data.setdefault("vad_filter", False)  # that worker's default
+    if isinstance(data.get("suppress_tokens"), str):
+        try:
+            data["suppress_tokens"] = [int(t) for t in data["suppress_tokens"].split(",") if t.strip()]
+        except ValueError:
+            raise RequestError("must be a comma-separated list of token ids", field="suppress_tokens") from None
+    if "temperature_increment_on_fallback" in data:
+        increment = data.pop("temperature_increment_on_fallback")
+        start = data.get("temperature", 0.0)
+        if increment is not None:
+            if not _is_number(increment) or not math.isfinite(increment) or increment <= 0:
+                raise RequestError("must be a positive number or null", field="temperature_increment_on_fallback")
+            if not _is_number(start) or not math.isfinite(start) or not 0.0 <= start <= 1.0:
+                raise RequestError("must be a number from 0 to 1 when temperature_increment_on_fallback is given", field="temperature")
+            if (1.0 - start) / increment > 19:
+                raise RequestError("gives more than 20 temperatures; use an increment of at least (1 - temperature) / 19", field="temperature_increment_on_fallback")
+            data["temperature"] = [round(float(t), 6) for t in np.arange(start, 1.0 + 1e-6, increment)]
+    legacy: dict = {"model": data.pop("model", None)}
+    for name in ("transcription", "translate", "translation"):
+        if name in data:
+            legacy[name] = data.pop(name)
+    for name in ("transcription", "translation"):
+        if name in legacy and (not isinstance(legacy[name], str) or legacy[name] not in LEGACY_FORMATTERS):
+            raise RequestError(f"must be one of {', '.join(LEGACY_FORMATTERS)}", field=name)
+    if "translate" in legacy and not isinstance(legacy["translate"], bool):
+        raise RequestError("must be true or false", field="translate")
+    return legacy
+
+
+def check_model(model: Any, settings: Settings) -> None:
+    if model is None:
+        return
+    if not isinstance(model, str):
+        raise RequestError("must be a string", field="model")
+    if model not in (settings.model, settings.served_model_name):
+        raise RequestError(f"this endpoint serves {settings.served_model_name!r}; it cannot load {model!r} per request", field="model")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
