@@ -142,3 +142,14 @@ def test_root_handler_reexports_the_worker_entry():
 
     assert hub_handler.handler is worker.handler.handler
     assert hub_handler.stream_handler is worker.handler.stream_handler
+
+
+def test_the_hub_form_offers_the_bounds_the_worker_enforces():
+    from worker.config import BOUNDS, SETTINGS_DOC
+
+    numbers = {env["key"]: env["input"] for env in load("hub.json")["config"]["env"] if env["input"].get("type") == "number"}
+    for name, (low, high) in BOUNDS.items():
+        key = SETTINGS_DOC[name][0]
+        if key in numbers:
+            assert (numbers[key]["min"], numbers[key]["max"]) == (low, high), key
+    assert {SETTINGS_DOC[name][0] for name in BOUNDS} >= set(numbers), "a number in the Hub form has no declared bounds"

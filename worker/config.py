@@ -85,20 +85,27 @@ class Settings:
         need(self.device in ("auto", "cpu", "cuda"), "WHISPER_DEVICE", "must be auto, cpu or cuda")
         need(self.device_index >= 0, "WHISPER_DEVICE_INDEX", "must be >= 0")
         need(self.cpu_threads >= 0, "WHISPER_CPU_THREADS", "must be >= 0")
-        need(1 <= self.batch_size <= 256, "WHISPER_BATCH_SIZE", "must be between 1 and 256")
-        need(1 <= self.max_batch_size <= 256, "WHISPER_MAX_BATCH_SIZE", "must be between 1 and 256")
-        need(self.max_download_bytes > 0, "WHISPER_MAX_DOWNLOAD_BYTES", "must be > 0")
-        need(self.max_audio_seconds > 0, "WHISPER_MAX_AUDIO_SECONDS", "must be > 0")
-        need(self.download_timeout > 0, "WHISPER_DOWNLOAD_TIMEOUT", "must be > 0")
-        need(1 <= self.concurrency <= 256, "WHISPER_CONCURRENCY", "must be between 1 and 256")
-        need(0 <= self.max_batch_wait_ms <= 10_000, "WHISPER_MAX_BATCH_WAIT_MS", "must be 0..10000")
+        for name, (low, high) in BOUNDS.items():
+            need(low <= getattr(self, name) <= high, SETTINGS_DOC[name][0], f"must be between {low:g} and {high:g}")
         need(isinstance(logging.getLevelName(self.log_level.upper()), int), "WHISPER_LOG_LEVEL", "must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         need(self.mode in ("queue", "openai"), "WHISPER_MODE", "must be queue (RunPod queue endpoints) or openai (load-balancing endpoints)")
-        need(1 <= self.port <= 65535, "PORT", "must be 1..65535")
         need(self.port_health is None or 1 <= self.port_health <= 65535, "PORT_HEALTH", "must be 1..65535")
 
 
 # field -> (environment variable, default shown in docs, meaning)
+# Numeric settings' bounds, declared once: validate() enforces them and .runpod/hub.json's form
+# offers the same range (tests/test_runpod_hub.py holds them equal).
+BOUNDS = {
+    "batch_size": (1, 256),
+    "max_batch_size": (1, 256),
+    "concurrency": (1, 256),
+    "max_batch_wait_ms": (0, 10_000),
+    "max_audio_seconds": (1, 86_400),
+    "max_download_bytes": (1, 10 * 2**30),
+    "download_timeout": (1, 3600),
+    "port": (1, 65535),
+}
+
 SETTINGS_DOC = {
     "model": ("WHISPER_MODEL", "large-v3", "Size alias (large-v3, turbo, distil-large-v3, medium, small, base, tiny, *.en), a Hugging Face repo id of a CTranslate2 model, or a local model directory."),
     "model_name": ("WHISPER_MODEL_NAME", "(the value of WHISPER_MODEL)", "Name jobs report as `model`, and that legacy requests may send as `model` (e.g. large-v3 for a baked-in /models/whisper)."),
