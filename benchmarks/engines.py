@@ -123,7 +123,9 @@ def request_fields(spec: RunSpec) -> dict:
         "vad_filter": spec.vad_filter,
         "word_timestamps": False,
     }
-    if spec.batch_size == 1:
+    from worker.request import SEQUENTIAL_ONLY
+
+    if spec.batch_size == 1 or "condition_on_previous_text" not in SEQUENTIAL_ONLY:  # the schema's rule, not a copy
         fields["condition_on_previous_text"] = decode.condition_on_previous_text
     return fields
 
