@@ -118,7 +118,7 @@ def test_without_timestamps_gives_window_long_segments(tiny_service, data_dir, b
 def test_hallucination_silence_threshold_runs_end_to_end(tiny_service, data_dir):
     samples = np.concatenate([audio(data_dir, "jfk.flac"), np.zeros(16000 * 15, np.float32), audio(data_dir, "jfk.flac")])
     transcript = tiny_service.engine.transcribe(samples, request(batch_size=1, word_timestamps=True, hallucination_silence_threshold=2.0))
-    assert transcript.text.lower().count("fellow americans") == 2
+    assert transcript.text.lower().count("fellow american") == 2  # both copies kept ("American asks" and "Americans ask" both seen)
 
 
 def test_concurrent_jobs_with_different_options_never_share_a_batch(tiny_service, data_dir, monkeypatch):
