@@ -1,8 +1,6 @@
 """Decoding: the same samples faster-whisper decodes, every container, and refusals with a cause."""
 
-import io
 
-import av
 import numpy as np
 import pytest
 
@@ -56,20 +54,6 @@ def test_silence_is_refused():
 def test_zero_length_audio_is_refused():
     with pytest.raises(AudioError, match="no audio samples|cannot decode"):
         decode_audio(encode_audio(np.zeros(0), 16000), 60)
-
-
-def test_video_without_audio_stream_is_refused():
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="matroska") as out:
-        stream = out.add_stream("mpeg4", rate=1)
-        stream.width, stream.height = 16, 16
-        frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), dtype=np.uint8), format="rgb24")
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    with pytest.raises(AudioError, match="no audio stream"):
-        decode_audio(buffer.getvalue(), 60)
 
 
 def test_long_audio_is_refused_from_metadata_before_decoding(data_dir, monkeypatch):
