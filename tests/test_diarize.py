@@ -288,3 +288,37 @@ def test_an_image_without_diarization_refuses_diarize_before_fetching(tiny_servi
     output = tiny_service.process({"id": "x", "input": {"audio": "https://example.com/a.wav", "diarize": True}})
     assert output["error_field"] == "diarize" and "DIARIZATION=true" in output["error"]
 
+
+
+def test_a_diarization_still_queued_when_the_transcription_ends_is_awaited_not_dropped(tiny_service, data_dir, monkeypatch):
+    """Diarizations run one at a time: a job's may still wait behind another's when its own
+    transcription is done; the job must wait for it (it once cancelled it and crashed)."""
+    import threading
+    import time
+    from concurrent.futures import Future
+
+    queued = Future()
+    transcribed = threading.Event()
+    transcribe = tiny_service.engine.transcribe
+
+    def transcribe_then_say_so(*args, **kwargs):
+        result = transcribe(*args, **kwargs)
+        transcribed.set()
+        return result
+
+    def finish_later():  # the other job's diarization ends after this job's transcription
+        transcribed.wait(120)
+        time.sleep(0.3)
+        if queued.set_running_or_notify_cancel():
+            queued.set_result(([Turn(0.0, 11.0, "SPEAKER_00")], {}, 0.5))
+
+    class Busy:
+        def start(self, *args):
+            threading.Thread(target=finish_later, daemon=True).start()
+            return queued
+
+    monkeypatch.setattr(tiny_service.engine, "transcribe", transcribe_then_say_so)
+    monkeypatch.setattr(tiny_service, "diarization", lambda: Busy())
+    output = tiny_service.process({"id": "q", "input": {"audio": str(data_dir / "jfk.flac"), "diarize": True}})
+    assert "error" not in output, output
+    assert {s["speaker"] for s in output["segments"]} == {"SPEAKER_00"}

@@ -158,9 +158,10 @@ class Service:
         diarization = self.diarization().start(audio, count, references, cancelled)
         try:
             transcript = self.engine.transcribe(audio, request.model_copy(update={"word_timestamps": True}), job_id, report, cancelled)
-        finally:
-            diarization.cancel()  # only if it has not started: a started one finishes or sees `cancelled`
-        turns, names, seconds = diarization.result()
+        except BaseException:
+            diarization.cancel()  # drops it if still queued; a started one finishes or sees `cancelled`
+            raise
+        turns, names, seconds = diarization.result()  # may still be queued behind another job's: wait
         transcript = speakers.attribute(transcript, turns, names)
         transcript.timings.diarize = seconds
         if not request.word_timestamps:
