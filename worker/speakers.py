@@ -26,14 +26,11 @@ def attribute(transcript: Transcript, turns: Sequence, names: Optional[Dict[str,
     if not turns and transcript.segments:
         # Whisper heard words where the diarizer found no speech: one voice, not none.
         turns = [SpeakerTurn(s.start, s.end, ONE_SPEAKER) for s in transcript.segments]
+    turns = [SpeakerTurn(t.start, t.end, names.get(t.speaker, t.speaker)) for t in turns]  # named once, here
     finder = _TurnFinder(turns)
-    segments: List[Segment] = []
-    for segment in transcript.segments:
-        for piece in _split(segment, finder):
-            segments.append(replace(piece, id=len(segments), speaker=names.get(piece.speaker, piece.speaker),
-                                    words=[replace(w, speaker=names.get(w.speaker, w.speaker)) for w in piece.words] if piece.words is not None else None))
-    return replace(transcript, segments=segments, speakers=speaking_times(turns, names),
-                   speaker_turns=[SpeakerTurn(t.start, t.end, names.get(t.speaker, t.speaker)) for t in turns])
+    pieces = [piece for segment in transcript.segments for piece in _split(segment, finder)]
+    return replace(transcript, segments=[replace(piece, id=index) for index, piece in enumerate(pieces)],
+                   speakers=speaking_times(turns), speaker_turns=turns)
 
 
 def by_channel(transcripts: Sequence[Transcript], channels: Sequence[np.ndarray]) -> Transcript:
@@ -86,13 +83,11 @@ def name_voices(voiceprints: Dict[str, np.ndarray], references: Sequence[Tuple[s
     return named
 
 
-def speaking_times(turns: Sequence, names: Optional[Dict[str, str]] = None) -> List[SpeakerTime]:
+def speaking_times(turns: Sequence) -> List[SpeakerTime]:
     """Seconds each speaker speaks, in order of first appearance."""
-    names = names or {}
     totals: Dict[str, float] = {}
     for turn in turns:
-        label = names.get(turn.speaker, turn.speaker)
-        totals[label] = totals.get(label, 0.0) + max(0.0, turn.end - turn.start)
+        totals[turn.speaker] = totals.get(turn.speaker, 0.0) + max(0.0, turn.end - turn.start)
     return [SpeakerTime(label, round(seconds, 3)) for label, seconds in totals.items()]
 
 
