@@ -13,7 +13,7 @@ import shlex
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
-from . import dataset, diarization, facts, longform, report
+from . import dataset, diarization, facts, longform, pipeline, report
 from .engines import ENGINES, FASTER_WHISPER, DecodeOptions, RunSpec
 from .load import configure_load, run_load
 from .metrics import error_rates
@@ -270,6 +270,7 @@ COMMANDS: Dict[str, Tuple[str, Callable, Callable]] = {
     "export-hf": ("export a CTranslate2 Whisper model to a transformers checkpoint", configure_export, run_export),
     "longform": ("the worker's modes on long audio: WER against human references, words kept, segment lengths, memory", longform.configure, longform.run),
     "diarization": ("speaker diarization jobs: DER, words to the right speaker, speaker count, added wall time", diarization.configure, diarization.run),
+    "pipeline": ("can the host keep a fast GPU busy? the real job path with a SIMULATED device: throughput, device-busy share, first window, host CPU per stage", pipeline.configure, pipeline.run),
     "load": ("N jobs at concurrency C against the worker's HTTP API: latency percentiles, throughput, errors, leaks", configure_load, run_load),
 }
 
