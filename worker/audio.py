@@ -8,8 +8,10 @@ while decoding when it does not (or lies), so hours of audio are never held in m
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
+import time
 from typing import BinaryIO, Optional, Union
 
 import av
@@ -42,20 +44,38 @@ def decode_audio(source: Union[str, bytes, BinaryIO], max_seconds: float, cancel
             raise AudioError(f"cannot read the audio file: {exc.strerror or type(exc).__name__}", field="audio") from None
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
-    max_samples = int(max_seconds * SAMPLE_RATE)
-    try:
-        with av.open(source, mode="r", metadata_errors="ignore", container_options=CONTAINER_OPTIONS) as container:
-            if not container.streams.audio:
-                raise AudioError("contains no audio stream", field="audio")
+    with _as_audio_errors():
+        with _open_audio(source, max_seconds) as container:
             stream = container.streams.audio[0]
-            _check_declared(container, stream, max_seconds)
             layout = "mono"
             if max_channels is not None:
                 channels = stream.codec_context.channels or 1
                 if channels > max_channels:
                     raise AudioError(f"has {channels} channels; multichannel transcribes at most {max_channels}", field="audio")
                 layout = stream.codec_context.layout
-            samples = _decode_stream(container, stream, max_samples, max_seconds, cancelled, layout)
+            samples = _decode_stream(container, stream, int(max_seconds * SAMPLE_RATE), max_seconds, cancelled, layout)
+    _check_signal(samples.size, float(np.max(np.abs(samples))) if samples.size else 0.0)
+    return samples
+
+
+def _open_audio(source: BinaryIO, max_seconds: float):
+    """The container, opened under the whitelist, with an audio stream and a usable duration."""
+    container = av.open(source, mode="r", metadata_errors="ignore", container_options=CONTAINER_OPTIONS)
+    try:
+        if not container.streams.audio:
+            raise AudioError("contains no audio stream", field="audio")
+        _check_declared(container, container.streams.audio[0], max_seconds)
+    except BaseException:
+        container.close()
+        raise
+    return container
+
+
+@contextlib.contextmanager
+def _as_audio_errors():
+    """Whatever decoding untrusted bytes raises, as an AudioError naming the field."""
+    try:
+        yield
     except (AudioError, MemoryError, Cancelled):
         raise
     except (av.error.InvalidDataError, av.error.ArgumentError) as exc:
@@ -66,11 +86,13 @@ def decode_audio(source: Union[str, bytes, BinaryIO], max_seconds: float, cancel
     except (ValueError, OSError, EOFError, IndexError, TypeError, AttributeError, RuntimeError) as exc:
         # PyAV parses untrusted bytes: whatever a corrupt file makes it throw is the file's fault.
         raise AudioError(f"cannot decode audio: {type(exc).__name__}: {str(exc)[:200]}", field="audio") from None
-    if samples.size == 0:
+
+
+def _check_signal(samples: int, peak: float) -> None:
+    if samples == 0:
         raise AudioError("contains no audio samples (empty or unreadable)", field="audio")
-    if float(np.max(np.abs(samples))) < SILENCE_PEAK:
+    if peak < SILENCE_PEAK:
         raise AudioError("is silent (no signal above -80 dBFS)", field="audio")
-    return samples
 
 
 def _check_declared(container, stream, max_seconds: float) -> None:
@@ -88,19 +110,19 @@ def _check_declared(container, stream, max_seconds: float) -> None:
         raise AudioError(f"has {channels} channels; at most {MAX_CHANNELS} are accepted", field="audio")
 
 
-def _decode_stream(container, stream, max_samples: int, max_seconds: float, cancelled: Optional[threading.Event], layout="mono") -> np.ndarray:
+def decode_chunks(container, stream, max_samples: int, max_seconds: float, cancelled: Optional[threading.Event], layout="mono"):
+    """Yield the stream's samples as (channels, n) int16 arrays at 16 kHz, in order."""
     resampler = av.audio.resampler.AudioResampler(format="s16p", layout=layout, rate=SAMPLE_RATE)
-    parts = []
     total = 0
 
-    def take(frames) -> None:
+    def take(frames):
         nonlocal total
         for frame in frames:
             array = frame.to_ndarray()  # (channels, samples), planar
             total += array.shape[1]
             if total > max_samples:
                 raise AudioTooLong(f"is longer than the {max_seconds:g} s limit", field="audio")
-            parts.append(array)
+            yield array
 
     packets = container.demux(stream)
     count = 0
@@ -120,8 +142,13 @@ def _decode_stream(container, stream, max_samples: int, max_seconds: float, canc
             continue  # a corrupt packet: skip it, as faster-whisper does
         for frame in frames:
             frame.pts = None
-            take(resampler.resample(frame))
-    take(resampler.resample(None))
+            yield from take(resampler.resample(frame))
+    yield from take(resampler.resample(None))
+
+
+def _decode_stream(container, stream, max_samples: int, max_seconds: float, cancelled: Optional[threading.Event], layout="mono") -> np.ndarray:
+    parts = list(decode_chunks(container, stream, max_samples, max_seconds, cancelled, layout))
+    total = sum(part.shape[1] for part in parts)
     # One float32 array, filled part by part (freeing each): the peak is the int16 parts plus the
     # output, not several whole-file copies (concatenate, astype and the division each make one).
     channels = parts[0].shape[0] if parts else 1
@@ -134,3 +161,124 @@ def _decode_stream(container, stream, max_samples: int, max_seconds: float, canc
         position += part.shape[1]
     samples *= 1.0 / 32768.0
     return samples[0] if layout == "mono" else samples
+
+
+class DecodingAudio:
+    """Mono samples decoded by a background thread, readable while decoding goes on, so that a
+    long file's first windows reach the device seconds after the job starts instead of after the
+    whole file is decoded. The samples equal decode_audio's; every error it would raise is raised
+    here too: header problems at once, the rest by the first read that reaches them."""
+
+    def __init__(self, source: Union[str, BinaryIO], max_seconds: float, cancelled: Optional[threading.Event] = None):
+        if isinstance(source, str):
+            try:
+                source = open(source, "rb")
+            except OSError as exc:
+                raise AudioError(f"cannot read the audio file: {exc.strerror or type(exc).__name__}", field="audio") from None
+        self._handle = source
+        self._max_seconds = max_seconds
+        self._cancelled = cancelled
+        self._closed = threading.Event()
+        self._cond = threading.Condition()
+        self._length = 0
+        self._finished = False
+        self._error: Optional[BaseException] = None
+        self.seconds = 0.0  # wall time of decoding, once finished
+        try:
+            with _as_audio_errors():
+                self._container = _open_audio(source, max_seconds)
+        except BaseException:
+            source.close()
+            raise
+        stream = self._container.streams.audio[0]
+        declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 60.0
+        self._buffer = np.empty(int(min(declared, max_seconds) * SAMPLE_RATE) + SAMPLE_RATE, dtype=np.float32)
+        self._thread = threading.Thread(target=self._decode, name="whisper-decode", daemon=True)
+        self._thread.start()
+
+    def _decode(self) -> None:
+        started = time.perf_counter()
+        peak = 0.0
+        try:
+            with _as_audio_errors():
+                stream = self._container.streams.audio[0]
+                for part in decode_chunks(self._container, stream, int(self._max_seconds * SAMPLE_RATE), self._max_seconds, self):
+                    chunk = part[0].astype(np.float32)
+                    chunk *= 1.0 / 32768.0
+                    if chunk.size:
+                        peak = max(peak, float(np.max(np.abs(chunk))))
+                    self._append(chunk)
+            _check_signal(self._length, peak)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader
+            self._error = exc
+        finally:
+            self._container.close()
+            self._handle.close()
+            self.seconds = time.perf_counter() - started
+            with self._cond:
+                self._finished = True
+                self._cond.notify_all()
+
+    def _append(self, chunk: np.ndarray) -> None:
+        end = self._length + chunk.size
+        if end > self._buffer.size:  # the container declared less (or nothing): grow
+            grown = np.empty(max(end, 2 * self._buffer.size), dtype=np.float32)
+            grown[:self._length] = self._buffer[:self._length]
+            self._buffer = grown  # readers' earlier views keep the old array, with the same values
+        self._buffer[self._length:end] = chunk
+        with self._cond:
+            self._length = end
+            self._cond.notify_all()
+
+    def wait_for(self, samples: int) -> int:
+        """Block until `samples` are decoded or decoding ended; the number now available.
+        Raises what decoding raised, once it reaches it."""
+        with self._cond:
+            while self._length < samples and not self._finished:
+                self._cond.wait(0.1)
+                if self._cancelled is not None and self._cancelled.is_set():
+                    raise Cancelled("job cancelled while decoding")
+            if self._error is not None and self._length < samples:
+                raise self._error
+            return self._length
+
+    @property
+    def finished(self) -> bool:
+        with self._cond:
+            return self._finished
+
+    def is_set(self) -> bool:
+        """Whether decoding should stop (the decode loop's cancel check)."""
+        return self._closed.is_set() or (self._cancelled is not None and self._cancelled.is_set())
+
+    def close(self) -> None:
+        """Stop decoding (a failed or finished job); a no-op once it has ended."""
+        self._closed.set()
+
+    def view(self, start: int, end: int) -> np.ndarray:
+        """Decoded samples [start, end) (already waited for)."""
+        return self._buffer[start:end]
+
+    def result(self) -> np.ndarray:
+        """All the samples, once decoding is over (its error, if it failed)."""
+        self.wait_for(1 << 62)  # raises decoding's error, if any
+        return self._buffer[:self._length]
+
+
+class DecodedAudio:
+    """Samples already in memory, read the way DecodingAudio is."""
+
+    finished = True
+    seconds = 0.0
+
+    def __init__(self, samples: np.ndarray):
+        self._samples = samples
+
+    def wait_for(self, samples: int) -> int:
+        return self._samples.shape[0]
+
+    def view(self, start: int, end: int) -> np.ndarray:
+        return self._samples[start:end]
+
+    def result(self) -> np.ndarray:
+        return self._samples

@@ -42,6 +42,7 @@ class Settings:
     allow_local_files: bool = False
     allow_private_urls: bool = False
     concurrency: int = 4
+    host_threads: int = 0
     max_batch_size: int = 16
     max_batch_wait_ms: float = 10.0
     streaming: bool = False
@@ -51,6 +52,13 @@ class Settings:
     mode: str = "queue"
     port: int = 80
     port_health: Optional[int] = None
+
+    @property
+    def host_workers(self) -> int:
+        """Threads for the host work of batched jobs: the cores this process may use, unless set."""
+        if self.host_threads:
+            return self.host_threads
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
     @property
     def health_port(self) -> int:
@@ -99,6 +107,7 @@ BOUNDS = {
     "batch_size": (1, 256),
     "max_batch_size": (1, 256),
     "concurrency": (1, 256),
+    "host_threads": (0, 256),
     "max_batch_wait_ms": (0, 10_000),
     "max_audio_seconds": (1, 86_400),
     "max_download_bytes": (1, 10 * 2**30),
@@ -123,6 +132,7 @@ SETTINGS_DOC = {
     "allow_local_files": ("WHISPER_ALLOW_LOCAL_FILES", "false", "Accept a local file path as `audio` (the demo and tests turn it on)."),
     "allow_private_urls": ("WHISPER_ALLOW_PRIVATE_URLS", "false", "Allow URLs that resolve to loopback/private/link-local addresses (tests only; never in production)."),
     "concurrency": ("WHISPER_CONCURRENCY", "4", "Jobs one worker serves at once (RunPod concurrency_modifier)."),
+    "host_threads": ("WHISPER_HOST_THREADS", "0", "Threads computing batched jobs' window features, shared by all jobs (0 = the cores this process may use)."),
     "max_batch_size": ("WHISPER_MAX_BATCH_SIZE", "16", "Most 30-second windows the scheduler sends to the model in one batch, across jobs."),
     "max_batch_wait_ms": ("WHISPER_MAX_BATCH_WAIT_MS", "10", "How long the scheduler waits for more windows before running a partial batch."),
     "streaming": ("WHISPER_STREAMING", "false", "Register the generator handler so `stream: true` jobs yield segments live; outputs then become lists (see README)."),

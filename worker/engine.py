@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, List, Optional
 
-import numpy as np
 
 from . import whisper_parts as parts
 from .audio import SAMPLE_RATE
@@ -38,9 +38,13 @@ class Engine:
         self.model = model
         self.settings = settings
         self.scheduler = BatchScheduler(self._run_windows, settings.max_batch_size, settings.max_batch_wait_ms / 1000.0)
+        # host work of batched jobs (window features) on every core the process may use
+        self.host = ThreadPoolExecutor(max_workers=settings.host_workers, thread_name_prefix="whisper-host")
+        self.in_flight = 2 * settings.max_batch_size  # windows one job keeps sent ahead of its post-processing
 
     def close(self) -> None:
         self.scheduler.close()
+        self.host.shutdown(wait=False)
 
     def check(self, request: TranscriptionRequest) -> None:
         """Refuse what this model cannot do instead of letting faster-whisper quietly change it."""
@@ -59,30 +63,33 @@ class Engine:
 
     def transcribe(
         self,
-        audio: np.ndarray,
+        audio,
         request: TranscriptionRequest,
         job_id: str = "local",
         on_segment: Optional[SegmentCallback] = None,
         cancelled: Optional[threading.Event] = None,
     ) -> Transcript:
+        """`audio`: samples, or a DecodingAudio still being decoded (a batched job starts on
+        its first seconds; a sequential one waits for all of it)."""
         self.check(request)
         cancelled = cancelled or threading.Event()
         timings = Timings()
         options = request.decoding_options()
         parts.reset_vad_clock()
         started = time.perf_counter()
-        duration = audio.size / SAMPLE_RATE
+        job = None
         try:
             if request.is_batched:
-                job = BatchedJob(self.model.whisper, audio, options, self._scheduled(job_id, cancelled, timings), cancelled)
+                device = _ScheduledDevice(self.scheduler, job_id, cancelled)
+                job = BatchedJob(self.model.whisper, audio, options, device, cancelled, self.host, self.in_flight)
                 segments = job.segments()
-                language, probability, speech = job.plan.language, job.plan.language_probability, job.plan.speech_seconds
             else:
-                segments, info = parts.transcribe_sequential(self.model.whisper, audio, options)
+                samples = audio.result() if hasattr(audio, "result") else audio
+                segments, info = parts.transcribe_sequential(self.model.whisper, samples, options)
                 segments = (_convert(segment) for segment in segments)
-                language, probability, speech = info.language, info.language_probability, info.duration_after_vad
             prepared = time.perf_counter()
-            collected = _collect(segments, duration, on_segment, cancelled)
+            collected = _collect(segments, lambda: _duration(audio), on_segment, cancelled)
+            duration = _duration(audio)
         except WorkerError:  # Cancelled among them
             raise
         except Exception as exc:
@@ -92,8 +99,13 @@ class Engine:
                 raise DeviceFailure(f"the GPU reported a fault: {str(exc)[:200]}") from exc
             raise
         finished = time.perf_counter()
-        timings.vad = parts.vad_seconds()
-        if not request.is_batched:
+        if job is not None:
+            language, probability, speech = job.plan.language, job.plan.language_probability, job.speech_seconds
+            timings.vad = job.vad_seconds
+            timings.queue, timings.inference = device.queue_seconds, device.inference_seconds
+        else:
+            language, probability, speech = info.language, info.language_probability, info.duration_after_vad
+            timings.vad = parts.vad_seconds()
             timings.inference = finished - prepared
         timings.total = finished - started
         return Transcript(
@@ -105,24 +117,50 @@ class Engine:
             timings=timings,
         )
 
-    def _scheduled(self, job_id: str, cancelled: threading.Event, timings: Timings):
-        """The batched job's device calls: through the shared scheduler, timed into `timings`."""
-
-        def run(key, windows, context):
-            request = self.scheduler.run(key, windows, context, job_id, cancelled)
-            timings.queue += (request.started_at or request.enqueued_at) - request.enqueued_at
-            timings.inference += request.inference_seconds
-            return request.results
-
-        return run
-
     # -- the scheduler's backend: one encode + generate (+ align) for windows of many jobs ------
     def _run_windows(self, windows: List[parts.WindowInput], context) -> List[parts.WindowOutput]:
         tokenizer, options = context
         return parts.run_windows(self.model.whisper, windows, tokenizer, options)
 
 
-def _collect(segments, duration: float, on_segment: Optional[SegmentCallback], cancelled: threading.Event) -> List[Segment]:
+class _ScheduledDevice:
+    """A batched job's device: the shared scheduler, with the job's queue time (its first
+    window's wait) and inference time (the batches that held its windows) kept."""
+
+    def __init__(self, scheduler: BatchScheduler, job_id: str, cancelled: threading.Event):
+        self.scheduler = scheduler
+        self.job_id = job_id
+        self.cancelled = cancelled
+        self.queue_seconds = 0.0
+        self._batches: dict = {}
+        self._first = True
+
+    def submit(self, key, windows, context, urgent: bool = False):
+        return self.scheduler.submit(key, windows, context, self.job_id, self.cancelled, urgent)
+
+    def wait(self, request):
+        request = self.scheduler.wait(request)
+        if self._first and request.started_at is not None:
+            self.queue_seconds, self._first = request.started_at - request.enqueued_at, False
+        self._batches.update(request.batches)
+        return request.results
+
+    def cancel(self, request) -> None:
+        self.scheduler.drop(request)
+
+    @property
+    def inference_seconds(self) -> float:
+        return sum(self._batches.values())
+
+
+def _duration(audio) -> float:
+    """Seconds of audio decoded so far (all of it, once decoding has ended)."""
+    if hasattr(audio, "wait_for"):
+        return audio.wait_for(0) / SAMPLE_RATE
+    return audio.shape[-1] / SAMPLE_RATE
+
+
+def _collect(segments, duration: Callable[[], float], on_segment: Optional[SegmentCallback], cancelled: threading.Event) -> List[Segment]:
     collected = []
     for segment in segments:  # a lazy generator: the decoding happens here
         if cancelled.is_set():
@@ -130,7 +168,8 @@ def _collect(segments, duration: float, on_segment: Optional[SegmentCallback], c
         segment.id = len(collected)
         collected.append(segment)
         if on_segment is not None:
-            on_segment(segment, min(1.0, segment.end / duration) if duration else 1.0)
+            seconds = duration()
+            on_segment(segment, min(1.0, segment.end / seconds) if seconds else 1.0)
     return collected
 
 

@@ -101,6 +101,8 @@ class Service:
         timings = Timings()
         audio_seconds = 0.0
         source = "-"
+        audio = None
+        streaming = False
         outcome = "crashed"  # stays so only if a bug escapes
         engine_timings = Timings()
         try:
@@ -110,11 +112,12 @@ class Service:
             if request.diarize:
                 speakers.require_backend()
             channels = MAX_CHANNELS_TRANSCRIBED if request.multichannel else None
+            # a batched job that only transcribes starts on the first decoded seconds
+            streaming = request.is_batched and not (request.multichannel or request.diarize or (request.legacy and request.legacy.translate))
             if upload is not None:
-                audio = self.sources.decode(upload, timings, cancelled, channels)
+                audio = self.sources.decode(upload, timings, cancelled, channels, streaming)
             else:
-                audio = self.sources.load(request, timings, cancelled, channels)
-            audio_seconds = audio.shape[-1] / SAMPLE_RATE
+                audio = self.sources.load(request, timings, cancelled, channels, streaming)
             report = self._progress_reporter(job, on_segment)
             if request.multichannel:
                 transcript = self._by_channel(audio, request, job_id, cancelled)
@@ -122,6 +125,11 @@ class Service:
                 transcript = self._diarized(audio, request, job_id, report, cancelled)
             else:
                 transcript = self.engine.transcribe(audio, request, job_id, report, cancelled)
+            if streaming:
+                timings.decode = audio.seconds
+                audio = audio.result()
+                streaming = False
+            audio_seconds = audio.shape[-1] / SAMPLE_RATE
             engine_timings = transcript.timings
             translation = None
             if request.legacy and request.legacy.translate:
@@ -132,6 +140,8 @@ class Service:
             output = exc.to_response()
             outcome = exc.code
         finally:
+            if streaming and audio is not None:
+                audio.close()  # the job failed while its audio was still decoding
             total = time.perf_counter() - started
             log.info(
                 "job=%s outcome=%s source=%s audio_s=%.2f download_s=%.3f decode_s=%.3f vad_s=%.3f queue_s=%.3f inference_s=%.3f total_s=%.3f",

@@ -20,15 +20,18 @@ has no no-speech threshold. The rules here:
 
 from __future__ import annotations
 
+import queue
 import threading
 import zlib
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import whisper_parts as parts
-from .audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE, DecodedAudio
+from .errors import Cancelled
 from .transcript import Segment, Word
 
 MAX_WINDOW_S = 30.0
@@ -39,6 +42,7 @@ TAIL_ROUNDS = 2  # how many times a tail's own tail is decoded again
 CUT_SEARCH_S = 8.0  # a span over 30 s is cut at its quietest point in its last 8 s before 30 s
 ENERGY_FRAME = 320  # 20 ms frames, smoothed over 5 (100 ms), to find where to cut
 TIME_PRECISION = 0.02  # seconds per timestamp token
+FEED_CHUNK = 4  # windows sent to the device together by the feeder (their features computed in parallel)
 # Batched decoding's VAD defaults (faster-whisper's own for its batched mode): short pauses split
 # speech so windows can be packed up to 30 s.
 BATCHED_VAD_DEFAULTS = {"min_silence_duration_ms": 160}
@@ -176,92 +180,245 @@ def is_silent(output: parts.WindowOutput, no_speech_threshold: Optional[float], 
 
 # -- the job ------------------------------------------------------------------------------
 
+class _Now:
+    """A blocking run(key, windows, context) function used as a device (tests, tools)."""
+
+    def __init__(self, run: RunWindows):
+        self._run = run
+
+    def submit(self, key, windows, context, urgent: bool = False):
+        return self._run(key, windows, context)
+
+    def wait(self, handle):
+        return handle
+
+    def cancel(self, handle) -> None:
+        pass
+
+
+class _Stop:
+    """Set when the job stops for any reason: its own stop, or the caller's cancel."""
+
+    def __init__(self, cancelled: Optional[threading.Event]):
+        self.cancelled = cancelled or threading.Event()
+        self.own = threading.Event()
+
+    def is_set(self) -> bool:
+        return self.own.is_set() or self.cancelled.is_set()
+
+
 class BatchedJob:
-    """One job's batched decoding; `segments()` yields Segment objects as windows come back."""
+    """One job's batched decoding, as a pipeline that keeps the device fed:
 
-    def __init__(self, whisper, audio: np.ndarray, decoding: dict, run: RunWindows, cancelled: threading.Event):
+        decode thread (DecodingAudio) -> feeder thread: VAD as samples arrive, windows planned as
+        soon as they are final, their features on the host pool, sent to the device at once
+        -> this job's thread (segments()): results in window order, fallbacks and tails sent
+        ahead of other windows, segment splitting and word timing, while the device works on
+        the windows sent after.
+
+    At most `in_flight` windows are sent and not yet consumed (memory stays bounded; the
+    feeder waits). The transcript equals the one made window after window: every window is
+    decoded alone (rows are independent), consumed in time order, with its tails after it.
+    `device`: submit(key, windows, context, urgent) -> handle and wait(handle) -> outputs, or a
+    blocking run(key, windows, context)."""
+
+    def __init__(self, whisper, audio, decoding: dict, device, cancelled: Optional[threading.Event],
+                 host: Optional[Executor] = None, in_flight: Optional[int] = None):
         self.whisper = whisper
-        self.audio = audio
+        self.audio = audio if hasattr(audio, "wait_for") else DecodedAudio(audio)
         self.decoding = decoding
-        self.run = run
-        self.cancelled = cancelled
+        self.device = device if hasattr(device, "submit") else _Now(device)
+        self.stop = _Stop(cancelled)
+        self.cancelled = self.stop.cancelled
+        self.host = host
         self.batch_size = int(decoding.get("batch_size") or 8)
-        self.plan = self._plan()
-        self.tokenizer = parts.tokenizer_for(whisper, decoding.get("task", "transcribe"), self.plan.language)
-        self.options = parts.batched_options(self.tokenizer, decoding)
-
-    def _plan(self) -> Plan:
-        audio = self.audio
-        if self.decoding.get("vad_filter", True):
-            parameters = dict(BATCHED_VAD_DEFAULTS)
-            parameters.update(self.decoding.get("vad_parameters") or {})
-            spans = self.spans = parts.speech_spans(audio, parameters)
-        else:
-            self.spans = None
-            spans = [(0, audio.shape[0])]
+        self.in_flight = threading.Semaphore(in_flight or 2 * max(self.batch_size, FEED_CHUNK))
+        self.vad_parameters = None
+        if decoding.get("vad_filter", True):
+            self.vad_parameters = dict(BATCHED_VAD_DEFAULTS)
+            self.vad_parameters.update(decoding.get("vad_parameters") or {})
+        self.speech = parts.StreamingSpeech(self.vad_parameters) if self.vad_parameters is not None else None
         # a request's max_speech_duration_s bounds the windows too (faster-whisper's batched
         # pipeline silently replaces it with 30 s)
-        longest = min(MAX_WINDOW_S, float((self.decoding.get("vad_parameters") or {}).get("max_speech_duration_s", MAX_WINDOW_S)))
-        windows = plan_windows(audio, spans, max_window_s=longest)
-        speech = sum(end - start for start, end in spans) / SAMPLE_RATE
-        language = self.decoding.get("language")
-        probability = 1.0
-        if language is None:
-            if not self.whisper.model.is_multilingual:
-                language = "en"
-            elif windows:
-                first = windows[0]
-                language, probability = parts.detect_language(self.whisper, parts.window_features(self.whisper, audio[first.start:first.end]))
-            else:
-                language, probability = "en", 0.0
-        return Plan(windows=windows, speech_seconds=speech, language=language, language_probability=probability)
+        self.longest = min(MAX_WINDOW_S, float((decoding.get("vad_parameters") or {}).get("max_speech_duration_s", MAX_WINDOW_S)))
+        self.spans: Optional[List[Tuple[int, int]]] = [] if self.speech is not None else None
+        self.windows: List[Window] = []
+        self.planned_all = False
+        self._spans_planned = 0
+        self._restart = (0, 0)  # (span index, windows before it): where planning may start afresh
+        self._plan_more()
+        while not self.windows and not self.planned_all:
+            self._plan_more()
+        self.plan = Plan(windows=self.windows, speech_seconds=0.0, language="en", language_probability=1.0)
+        self.plan.language, self.plan.language_probability = self._language()
+        self.tokenizer = parts.tokenizer_for(whisper, decoding.get("task", "transcribe"), self.plan.language)
+        self.options = parts.batched_options(self.tokenizer, decoding)
+        self._sent: "queue.Queue" = queue.Queue()
 
-    def segments(self) -> Iterator[Segment]:
-        windows = self.plan.windows
-        last_speech = 0.0
-        for first in range(0, len(windows), self.batch_size):
-            decoded = self._decode(windows[first:first + self.batch_size])
-            fresh = decoded
-            for _ in range(TAIL_ROUNDS):
-                tails = [tail for window, output in fresh if (tail := self._tail(window, output)) is not None]
-                if not tails:
+    # -- planning (the feeder thread, and the first window in the caller's) -----------------
+    def _plan_more(self) -> None:
+        """Read what was decoded since; add the windows that can no longer change."""
+        audio = self.audio
+        if self.speech is None:
+            length = audio.wait_for(1 << 62)
+            spans, self.planned_all = [(0, length)], True
+        else:
+            self.speech.feed(audio)
+            if audio.finished and self.speech.fed + 512 > audio.wait_for(0):
+                spans, self.planned_all = self.speech.finish(audio), True
+            else:
+                spans = self.speech.tracker.spans
+            self.spans = spans
+        if not spans or (len(spans) == self._spans_planned and not self.planned_all):
+            return
+        self._spans_planned = len(spans)
+        first_span, known = self._restart
+        end = spans[-1][1]
+        audio.wait_for(end)
+        windows = plan_windows(audio.view(0, end), spans[first_span:], max_window_s=self.longest)
+        if not self.planned_all:
+            windows = windows[:-1]  # the last window may still grow
+        assert windows[:len(self.windows) - known] == self.windows[known:], "a window changed after it was planned"
+        self.windows.extend(windows[len(self.windows) - known:])
+        # Planning starts afresh after a pause longer than MAX_PAUSE_S (a window always ends
+        # there), so the next call plans from the last such pause instead of from the start.
+        for index in range(len(spans) - 1, first_span, -1):
+            if spans[index][0] - spans[index - 1][1] > MAX_PAUSE_S * SAMPLE_RATE:
+                self._restart = (index, sum(1 for w in self.windows if w.start < spans[index][0]))
+                break
+
+    def _language(self) -> Tuple[str, float]:
+        language = self.decoding.get("language")
+        if language is not None:
+            return language, 1.0
+        if not self.whisper.model.is_multilingual:
+            return "en", 1.0
+        if not self.windows:
+            return "en", 0.0
+        first = self.windows[0]
+        return parts.detect_language(self.whisper, parts.window_features(self.whisper, self.audio.view(first.start, first.end)))
+
+    @property
+    def speech_seconds(self) -> float:
+        spans = self.spans if self.spans is not None else [(0, self.audio.wait_for(1 << 62))]
+        return sum(end - start for start, end in spans) / SAMPLE_RATE
+
+    @property
+    def vad_seconds(self) -> float:
+        return self.speech.seconds if self.speech is not None else 0.0
+
+    def _feed(self) -> None:
+        """The feeder thread: windows to the device as soon as they are final."""
+        try:
+            sent = 0
+            while True:
+                while sent < len(self.windows):
+                    chunk = self.windows[sent:sent + FEED_CHUNK]
+                    for _ in chunk:
+                        while not self.in_flight.acquire(timeout=0.1):
+                            if self.stop.is_set():
+                                return
+                    inputs = self._features(chunk)
+                    options = parts.at_temperature(self.options, self.options.temperatures[0])
+                    handle = self.device.submit(parts.batching_key(self.tokenizer, options), inputs, (self.tokenizer, options))
+                    self._sent.put((chunk, inputs, handle))
+                    sent += len(chunk)
+                if self.planned_all or self.stop.is_set():
                     break
-                fresh = self._decode(tails)
-                decoded += fresh
-            decoded.sort(key=lambda item: item[0].start)
-            per_window, alignments = [], []
-            for window, output in decoded:
-                pieces = self._pieces(window, output)
-                if pieces:
-                    per_window.append(pieces)
-                    alignments.append(output.alignment or [])
-            if self.options.word_timestamps:
-                last_speech = parts.add_word_timestamps(self.whisper, per_window, alignments, self.tokenizer, self.options, last_speech)
-            for pieces in per_window:
-                for piece in pieces:
-                    segment = self._segment(piece)
-                    if segment is not None:
-                        yield segment
+                self._plan_more()
+            self._sent.put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the job's thread
+            self._sent.put(exc)
+
+    def _features(self, windows: List[Window]) -> List[parts.WindowInput]:
+        compute = lambda w: parts.window_features(self.whisper, self.audio.view(w.start, w.end))  # noqa: E731
+        if self.host is None or len(windows) == 1:
+            return [compute(w) for w in windows]
+        return list(self.host.map(compute, windows))
+
+    # -- consuming (the job's thread) -------------------------------------------------------
+    def segments(self) -> Iterator[Segment]:
+        feeder = threading.Thread(target=self._feed, name="whisper-feed", daemon=True)
+        feeder.start()
+        last_speech = 0.0
+        try:
+            while True:
+                item = self._next_sent()
+                if item is None:
+                    break
+                chunk, inputs, handle = item
+                first = self.device.wait(handle)
+                for window, features, output in zip(chunk, inputs, first):
+                    output.temperature = self.options.temperatures[0]
+                    decoded = [(window, self._fallback(features, output))]
+                    fresh = decoded
+                    for _ in range(TAIL_ROUNDS):
+                        tails = [tail for tail_window, tail_output in fresh if (tail := self._tail(tail_window, tail_output)) is not None]
+                        if not tails:
+                            break
+                        fresh = self._decode(tails)
+                        decoded += fresh
+                    decoded.sort(key=lambda item: item[0].start)
+                    last_speech, segments = self._window_segments(decoded, last_speech)
+                    yield from segments
+                    self.in_flight.release()
+        finally:
+            self.stop.own.set()  # done, failed or abandoned: the feeder stops, queued windows are dropped
+            feeder.join(timeout=5)
+            while True:
+                try:
+                    item = self._sent.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, tuple):
+                    self.device.cancel(item[2])
+
+    def _next_sent(self):
+        while True:
+            try:
+                item = self._sent.get(timeout=0.1)
+            except queue.Empty:
+                if self.cancelled.is_set():
+                    raise Cancelled("job cancelled")
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            return item
+
+    def _window_segments(self, decoded, last_speech: float) -> Tuple[float, List[Segment]]:
+        per_window, alignments = [], []
+        for window, output in decoded:
+            pieces = self._pieces(window, output)
+            if pieces:
+                per_window.append(pieces)
+                alignments.append(output.alignment or [])
+        if self.options.word_timestamps:
+            last_speech = parts.add_word_timestamps(self.whisper, per_window, alignments, self.tokenizer, self.options, last_speech)
+        segments = [segment for pieces in per_window for piece in pieces if (segment := self._segment(piece)) is not None]
+        return last_speech, segments
 
     def _decode(self, windows: List[Window]) -> List[Tuple[Window, parts.WindowOutput]]:
-        """Decode at the first temperature; windows that fail (a loop, or a low average
-        log-probability, on audio that is not silent) again at each next temperature, all of a
-        round in one batch, as sequential decoding falls back. A window that never passes keeps
-        its most probable result that did not loop."""
-        inputs = [parts.window_features(self.whisper, self.audio[w.start:w.end]) for w in windows]
-        temperatures = self.options.temperatures
-        tried = [[output] for output in self._generate(inputs, temperatures[0])]
-        for temperature in temperatures[1:]:
-            failing = [i for i, outputs in enumerate(tried) if self._needs_fallback(outputs[-1])]
-            if not failing:
+        """Decode windows the job is waiting for (tails), at the first temperature and then
+        falling back, sent ahead of the job's other windows."""
+        inputs = self._features(windows)
+        firsts = self._generate(inputs, self.options.temperatures[0])
+        return [(window, self._fallback(features, output)) for window, features, output in zip(windows, inputs, firsts)]
+
+    def _fallback(self, features: parts.WindowInput, output: parts.WindowOutput) -> parts.WindowOutput:
+        """A window that fails (a loop, or a low average log-probability, on audio that is not
+        silent) is decoded again at each next temperature, as sequential decoding falls back. A
+        window that never passes keeps its most probable result that did not loop."""
+        tried = [output]
+        for temperature in self.options.temperatures[1:]:
+            if not self._needs_fallback(tried[-1]):
                 break
-            for index, output in zip(failing, self._generate([inputs[i] for i in failing], temperature)):
-                tried[index].append(output)
-        return [(window, self._best(outputs)) for window, outputs in zip(windows, tried)]
+            tried.extend(self._generate([features], temperature))
+        return self._best(tried)
 
     def _generate(self, inputs: List[parts.WindowInput], temperature: float) -> List[parts.WindowOutput]:
         options = parts.at_temperature(self.options, temperature)
-        outputs = self.run(parts.batching_key(self.tokenizer, options), inputs, (self.tokenizer, options))
+        handle = self.device.submit(parts.batching_key(self.tokenizer, options), inputs, (self.tokenizer, options), urgent=True)
+        outputs = self.device.wait(handle)
         for output in outputs:
             output.temperature = temperature
         return outputs

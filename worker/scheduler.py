@@ -26,7 +26,7 @@ from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin on Python 3.10
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence
 
 from .errors import Cancelled, ResourceExhausted  # noqa: F401 - Cancelled is part of this module's API
 
@@ -48,6 +48,7 @@ class WindowRequest:
     enqueued_at: float = field(default_factory=time.monotonic)
     started_at: Optional[float] = None
     inference_seconds: float = 0.0
+    batches: Dict[int, float] = field(default_factory=dict)  # batch number -> its seconds
 
     @property
     def size(self) -> int:
@@ -81,6 +82,11 @@ class BatchScheduler:
     # -- job side -------------------------------------------------------------------------
     def run(self, key: Hashable, windows: Sequence[Any], context: Any, job_id: str, cancelled: threading.Event) -> WindowRequest:
         """Queue the windows, wait for all their rows, return the finished request."""
+        return self.wait(self.submit(key, windows, context, job_id, cancelled))
+
+    def submit(self, key: Hashable, windows: Sequence[Any], context: Any, job_id: str, cancelled, urgent: bool = False) -> WindowRequest:
+        """Queue the windows and return at once; `wait` gives the results. An urgent request (a
+        window its job is blocked on: a tail, a fallback) goes before the job's others."""
         request = WindowRequest(key=key, windows=windows, context=context, job_id=job_id, cancelled=cancelled)
         if request.size == 0:
             request.future.set_result([])
@@ -89,15 +95,21 @@ class BatchScheduler:
             if self._closed:
                 raise RuntimeError("scheduler is closed")
             self._ensure_thread()
-            self._queue.append(request)
+            if urgent:
+                self._queue.appendleft(request)
+            else:
+                self._queue.append(request)
             self._cond.notify_all()
+        return request
+
+    def wait(self, request: WindowRequest) -> WindowRequest:
         while True:
             try:
                 request.future.result(timeout=0.1)
                 return request
             except FutureTimeout:
-                if cancelled.is_set():
-                    self._drop(request)
+                if request.cancelled.is_set():
+                    self.drop(request)
                 elif self._thread is not None and not self._thread.is_alive():
                     _fail(request, RuntimeError("the batcher thread stopped; this worker cannot decode"))
             except Cancelled:
@@ -110,7 +122,8 @@ class BatchScheduler:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def _drop(self, request: WindowRequest) -> None:
+    def drop(self, request: WindowRequest) -> None:
+        """Take the request out of the queue (its job no longer wants it)."""
         with self._cond:
             if request in self._queue:
                 self._queue.remove(request)
@@ -150,15 +163,21 @@ class BatchScheduler:
                 head = self._queue[0]
                 same_key = [r for r in self._queue if r.key == head.key]
                 ready = sum(r.pending for r in same_key)
-                waited = time.monotonic() - head.enqueued_at
+                waited = time.monotonic() - min(r.enqueued_at for r in same_key)
                 if ready >= self.max_batch_size or waited >= self.max_wait_s or self._closed:
                     break
                 self._cond.wait(timeout=self.max_wait_s - waited)
+            by_job: dict = {}  # job -> its requests in queue order (a job may have several)
+            for request in same_key:
+                by_job.setdefault(request.job_id, deque()).append(request)
             rows = []
-            for request in itertools.cycle(same_key):
-                if len(rows) >= self.max_batch_size or all(r.pending == 0 for r in same_key):
+            for requests in itertools.cycle(list(by_job.values())):
+                if len(rows) >= self.max_batch_size or not any(requests for requests in by_job.values()):
                     break
-                if request.pending:
+                while requests and requests[0].pending == 0:
+                    requests.popleft()
+                if requests:
+                    request = requests[0]
                     rows.append((request, request.next_row))
                     request.next_row += 1
             for request in same_key:
@@ -190,6 +209,7 @@ class BatchScheduler:
             request.results.append(output)
         for request in {id(r): r for r, _ in rows}.values():
             request.inference_seconds += elapsed
+            request.batches[self.batches_run] = elapsed
             if len(request.results) == request.size:
                 _succeed(request)
 

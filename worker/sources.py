@@ -10,10 +10,11 @@ import threading
 import time
 from typing import Optional
 
-import numpy as np
 
 from . import fetch
-from .audio import decode_audio
+import io
+
+from .audio import DecodingAudio, decode_audio
 from .config import Settings
 from .errors import StorageError
 from .transcript import Timings
@@ -25,29 +26,35 @@ class AudioSources:
         allowed = fetch.EVERYWHERE if settings.allow_private_urls else ()
         self.limits = fetch.FetchLimits(settings.max_download_bytes, settings.download_timeout, allowed)
 
-    def load(self, source, timings: Timings, cancelled: Optional[threading.Event] = None, channels: Optional[int] = None) -> np.ndarray:
-        """The audio that `source` (a request or a known speaker) names by `audio` or `audio_base64`."""
+    def load(self, source, timings: Timings, cancelled: Optional[threading.Event] = None, channels: Optional[int] = None,
+             streaming: bool = False):
+        """The audio that `source` (a request or a known speaker) names by `audio` or `audio_base64`;
+        with `streaming`, a DecodingAudio that decodes in the background (mono only)."""
         settings = self.settings
         if source.audio_base64 is not None:
             started = time.perf_counter()
             data = fetch.decode_base64(source.audio_base64, settings.max_download_bytes)
             timings.download = time.perf_counter() - started
-            return self.decode(data, timings, cancelled, channels)
+            return self.decode(data, timings, cancelled, channels, streaming)
         if not fetch.is_url(source.audio):
             path = fetch.check_local_path(source.audio, settings.allow_local_files, settings.max_download_bytes)
-            return self.decode(path, timings, cancelled, channels)
+            return self.decode(path, timings, cancelled, channels, streaming)
         try:
             with tempfile.TemporaryDirectory(prefix="whisper-job-", dir=settings.temp_dir) as workdir:
                 started = time.perf_counter()
                 path = os.path.join(workdir, "audio")
                 fetch.download(source.audio, path, self.limits, cancelled)
                 timings.download = time.perf_counter() - started
-                return self.decode(path, timings, cancelled, channels)
+                return self.decode(path, timings, cancelled, channels, streaming)
         except OSError as exc:
             raise StorageError(f"cannot use temporary storage: {exc.strerror or exc}") from None
 
-    def decode(self, source, timings: Timings, cancelled: Optional[threading.Event] = None, channels: Optional[int] = None) -> np.ndarray:
-        """Samples from bytes or a file path (an upload, a download), timed as `decode`."""
+    def decode(self, source, timings: Timings, cancelled: Optional[threading.Event] = None, channels: Optional[int] = None,
+               streaming: bool = False):
+        """Samples from bytes or a file path (an upload, a download), timed as `decode` (a
+        streaming decode's time is known once it ends: `DecodingAudio.seconds`)."""
+        if streaming and channels is None:
+            return DecodingAudio(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source, self.settings.max_audio_seconds, cancelled)
         started = time.perf_counter()
         audio = decode_audio(source, self.settings.max_audio_seconds, cancelled, channels)
         timings.decode = time.perf_counter() - started

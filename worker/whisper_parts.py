@@ -284,6 +284,152 @@ def speech_spans(audio: np.ndarray, parameters: Optional[dict]) -> List[Tuple[in
     return [(int(span["start"]), int(span["end"])) for span in fw_vad.get_speech_timestamps(audio, options)]
 
 
+class SileroStream:
+    """Silero speech probabilities of audio fed in pieces (whole 512-sample windows), with the
+    model's state and context carried over: the values the whole-file call gives."""
+
+    def __init__(self):
+        install_streaming_vad()
+        self._session = fw_vad.get_vad_model()._model.session
+        self._h = np.zeros((1, 1, 128), dtype="float32")
+        self._c = np.zeros((1, 1, 128), dtype="float32")
+        self._context = np.zeros(64, dtype="float32")
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        windows = audio.reshape(-1, 512)
+        outputs = []
+        for first in range(0, windows.shape[0], VAD_BLOCK_WINDOWS):
+            block = windows[first:first + VAD_BLOCK_WINDOWS]
+            context = np.empty((block.shape[0], 64), dtype="float32")
+            context[0] = self._context
+            context[1:] = block[:-1, -64:]
+            output, self._h, self._c = self._session.run(None, {"input": np.concatenate([context, block], 1), "h": self._h, "c": self._c})
+            self._context = block[-1, -64:].copy()
+            outputs.append(output)
+        return np.concatenate(outputs, axis=0).reshape(-1) if outputs else np.zeros(0, dtype="float32")
+
+
+class SpanTracker:
+    """faster-whisper's get_speech_timestamps rules (1.2.x), run as probabilities arrive: each
+    span is given out once nothing later can change it, and the spans in the end equal the
+    library's on the whole file (tests hold them equal on real audio and random inputs)."""
+
+    WINDOW = 512
+
+    def __init__(self, options: VadOptions):
+        rate = SAMPLE_RATE
+        self.threshold = options.threshold
+        self.negative = options.neg_threshold if options.neg_threshold is not None else max(options.threshold - 0.15, 0.01)
+        self.min_speech = rate * options.min_speech_duration_ms / 1000
+        self.pad = rate * options.speech_pad_ms / 1000
+        self.max_speech = rate * options.max_speech_duration_s - self.WINDOW - 2 * self.pad
+        self.min_silence = rate * options.min_silence_duration_ms / 1000
+        self.min_silence_at_max = rate * 98 / 1000
+        self.index = 0  # windows seen
+        self.triggered = False
+        self.start: Optional[int] = None
+        self.temp_end = self.prev_end = self.next_start = 0
+        self.raw: List[Tuple[int, int]] = []
+        self.spans: List[Tuple[int, int]] = []  # final, padded
+
+    def feed(self, probabilities: Sequence[float]) -> None:
+        for probability in probabilities:
+            self._step(float(probability), self.WINDOW * self.index)
+            self.index += 1
+        while len(self.spans) < len(self.raw) - 1:
+            self.spans.append(self._padded(len(self.spans), None))
+
+    def finish(self, length: int) -> List[Tuple[int, int]]:
+        """All the spans, once the audio (`length` samples) has ended."""
+        if self.start is not None and length - self.start > self.min_speech:
+            self.raw.append((self.start, length))
+            self.start = None
+        while len(self.spans) < len(self.raw):
+            self.spans.append(self._padded(len(self.spans), length))
+        return self.spans
+
+    def _step(self, probability: float, position: int) -> None:
+        if probability >= self.threshold and self.temp_end:
+            self.temp_end = 0
+            if self.next_start < self.prev_end:
+                self.next_start = position
+        if probability >= self.threshold and not self.triggered:
+            self.triggered, self.start = True, position
+            return
+        if self.triggered and position - self.start > self.max_speech:
+            if self.prev_end:
+                self.raw.append((self.start, self.prev_end))
+                if self.next_start < self.prev_end:
+                    self.triggered, self.start = False, None
+                else:
+                    self.start = self.next_start
+                self.prev_end = self.next_start = self.temp_end = 0
+            else:
+                self.raw.append((self.start, position))
+                self.prev_end = self.next_start = self.temp_end = 0
+                self.triggered, self.start = False, None
+                return
+        if probability < self.negative and self.triggered:
+            if not self.temp_end:
+                self.temp_end = position
+            if position - self.temp_end > self.min_silence_at_max:
+                self.prev_end = self.temp_end
+            if position - self.temp_end < self.min_silence:
+                return
+            if self.temp_end - self.start > self.min_speech:
+                self.raw.append((self.start, self.temp_end))
+            self.start = None
+            self.prev_end = self.next_start = self.temp_end = 0
+            self.triggered = False
+
+    def _padded(self, k: int, length: Optional[int]) -> Tuple[int, int]:
+        """Span k with the library's padding; `length` only for the last span of the file."""
+        start, end = self.raw[k]
+        if k == 0:
+            start = int(max(0, start - self.pad))
+        else:
+            silence = start - self.raw[k - 1][1]
+            start = int(max(0, start - silence // 2)) if silence < 2 * self.pad else int(max(0, start - self.pad))
+        if k == len(self.raw) - 1 and length is not None:
+            return start, int(min(length, end + self.pad))
+        silence = self.raw[k + 1][0] - end
+        return start, (end + int(silence // 2)) if silence < 2 * self.pad else int(end + self.pad)
+
+
+class StreamingSpeech:
+    """Speech spans of audio still being decoded: Silero on each new stretch, the library's span
+    rules on the probabilities; `seconds` is the time spent in VAD."""
+
+    def __init__(self, parameters: Optional[dict]):
+        self.probabilities = SileroStream()
+        self.tracker = SpanTracker(VadOptions(**parameters) if parameters else VadOptions())
+        self.fed = 0  # samples given to Silero
+        self.seconds = 0.0
+
+    def feed(self, audio) -> List[Tuple[int, int]]:
+        """Feed what `audio` (a DecodingAudio) has decoded so far; the final spans so far."""
+        available = audio.wait_for(self.fed + SAMPLE_RATE)  # waits for at least a second more, or the end
+        whole = (available - self.fed) // 512 * 512
+        if whole:
+            started = time.perf_counter()
+            self.tracker.feed(self.probabilities(audio.view(self.fed, self.fed + whole)))
+            self.fed += whole
+            self.seconds += time.perf_counter() - started
+        return self.tracker.spans
+
+    def finish(self, audio) -> List[Tuple[int, int]]:
+        """After decoding ended: the last samples, zero-padded as the library pads the file."""
+        length = audio.wait_for(1 << 62)
+        self.feed(audio)
+        started = time.perf_counter()
+        tail = np.zeros(512, dtype=np.float32)
+        rest = audio.view(self.fed, length)
+        tail[:rest.shape[0]] = rest
+        self.tracker.feed(self.probabilities(tail))
+        self.seconds += time.perf_counter() - started
+        return self.tracker.finish(length)
+
+
 # -- device calls (the scheduler's backend) ---------------------------------------------
 
 def run_windows(whisper: WhisperModel, windows: Sequence[WindowInput], tokenizer: Tokenizer, options: TranscriptionOptions) -> List[WindowOutput]:
