@@ -202,6 +202,7 @@ STAGES = [
     ("worker.sources", "decode_audio", "decode"),
     ("worker.audio", "decode_chunks", "decode"),
     ("worker.whisper_parts", "_StreamingSilero.__call__", "vad"),
+    ("worker.whisper_parts", "SileroStream.__call__", "vad"),
     ("worker.whisper_parts", "window_features", "features"),
     ("worker.longform", "split_window", "segments"),
     ("worker.whisper_parts", "add_word_timestamps", "words"),

@@ -166,7 +166,7 @@ def test_concurrent_jobs_equal_the_same_jobs_alone(tiny_service, data_dir):
 
 
 def test_cancelling_mid_job_stops_its_remaining_windows(tiny_service, data_dir, monkeypatch):
-    samples = audio(data_dir, "long/columbia.wma")  # 10 windows: 5 batches of 2
+    samples = audio(data_dir, "long/columbia.wma")  # 10 windows; the first batch takes those sent first
     engine = tiny_service.engine
     real = engine.scheduler._backend
     cancelled = threading.Event()
@@ -180,7 +180,7 @@ def test_cancelling_mid_job_stops_its_remaining_windows(tiny_service, data_dir, 
     monkeypatch.setattr(engine.scheduler, "_backend", cancel_after_first)
     with pytest.raises(Cancelled):
         engine.transcribe(samples, request(batch_size=2), cancelled=cancelled)
-    assert calls == [2]  # the first batch ran; none of the other four did
+    assert len(calls) == 1 and calls[0] < 10  # the first batch ran; none of the windows after it did
     monkeypatch.setattr(engine.scheduler, "_backend", real)
     assert len(engine.transcribe(samples, request(batch_size=2)).segments) > 10  # and the next job is served
 

@@ -40,7 +40,7 @@ class Engine:
         self.scheduler = BatchScheduler(self._run_windows, settings.max_batch_size, settings.max_batch_wait_ms / 1000.0)
         # host work of batched jobs (window features) on every core the process may use
         self.host = ThreadPoolExecutor(max_workers=settings.host_workers, thread_name_prefix="whisper-host")
-        self.in_flight = 2 * settings.max_batch_size  # windows one job keeps sent ahead of its post-processing
+        self.in_flight = 4 * settings.max_batch_size  # windows one job keeps sent ahead of its post-processing
 
     def close(self) -> None:
         self.scheduler.close()
@@ -147,6 +147,9 @@ class _ScheduledDevice:
 
     def cancel(self, request) -> None:
         self.scheduler.drop(request)
+
+    def done(self, request) -> bool:
+        return request.future.done()
 
     @property
     def inference_seconds(self) -> float:

@@ -192,6 +192,9 @@ class _Now:
     def wait(self, handle):
         return handle
 
+    def done(self, handle) -> bool:
+        return True
+
     def cancel(self, handle) -> None:
         pass
 
@@ -346,20 +349,32 @@ class BatchedJob:
                 item = self._next_sent()
                 if item is None:
                     break
-                chunk, inputs, handle = item
-                first = self.device.wait(handle)
-                for window, features, output in zip(chunk, inputs, first):
+                group = [item]  # this chunk and every later one already decoded: one round trip for their tails
+                while len(group) < 64:
+                    with self._sent.mutex:
+                        following = self._sent.queue[0] if self._sent.queue else None
+                    if not isinstance(following, tuple) or not self.device.done(following[2]):
+                        break
+                    group.append(self._sent.get())
+                windows, inputs, outputs = [], [], []
+                for chunk, chunk_inputs, handle in group:
+                    windows += chunk
+                    inputs += chunk_inputs
+                    outputs += self.device.wait(handle)
+                for output in outputs:
                     output.temperature = self.options.temperatures[0]
-                    decoded = [(window, self._fallback(features, output))]
-                    fresh = decoded
-                    for _ in range(TAIL_ROUNDS):
-                        tails = [tail for tail_window, tail_output in fresh if (tail := self._tail(tail_window, tail_output)) is not None]
-                        if not tails:
-                            break
-                        fresh = self._decode(tails)
-                        decoded += fresh
-                    decoded.sort(key=lambda item: item[0].start)
-                    last_speech, segments = self._window_segments(decoded, last_speech)
+                decoded = list(zip(windows, self._fallback(inputs, outputs)))
+                fresh = decoded
+                for _ in range(TAIL_ROUNDS):
+                    tails = [tail for tail_window, tail_output in fresh if (tail := self._tail(tail_window, tail_output)) is not None]
+                    if not tails:
+                        break
+                    fresh = self._decode(tails)
+                    decoded += fresh
+                decoded.sort(key=lambda item: item[0].start)
+                for window in windows:  # in time order, each with its tails after it
+                    own = [(w, o) for w, o in decoded if window.start <= w.start < window.end]
+                    last_speech, segments = self._window_segments(own, last_speech)
                     yield from segments
                     self.in_flight.release()
         finally:
@@ -401,19 +416,21 @@ class BatchedJob:
         """Decode windows the job is waiting for (tails), at the first temperature and then
         falling back, sent ahead of the job's other windows."""
         inputs = self._features(windows)
-        firsts = self._generate(inputs, self.options.temperatures[0])
-        return [(window, self._fallback(features, output)) for window, features, output in zip(windows, inputs, firsts)]
+        return list(zip(windows, self._fallback(inputs, self._generate(inputs, self.options.temperatures[0]))))
 
-    def _fallback(self, features: parts.WindowInput, output: parts.WindowOutput) -> parts.WindowOutput:
-        """A window that fails (a loop, or a low average log-probability, on audio that is not
-        silent) is decoded again at each next temperature, as sequential decoding falls back. A
-        window that never passes keeps its most probable result that did not loop."""
-        tried = [output]
+    def _fallback(self, inputs: List[parts.WindowInput], outputs: List[parts.WindowOutput]) -> List[parts.WindowOutput]:
+        """Windows that fail (a loop, or a low average log-probability, on audio that is not
+        silent) are decoded again at each next temperature, all of a round in one request, as
+        sequential decoding falls back. A window that never passes keeps its most probable
+        result that did not loop."""
+        tried = [[output] for output in outputs]
         for temperature in self.options.temperatures[1:]:
-            if not self._needs_fallback(tried[-1]):
+            failing = [i for i, outputs in enumerate(tried) if self._needs_fallback(outputs[-1])]
+            if not failing:
                 break
-            tried.extend(self._generate([features], temperature))
-        return self._best(tried)
+            for index, output in zip(failing, self._generate([inputs[i] for i in failing], temperature)):
+                tried[index].append(output)
+        return [self._best(outputs) for outputs in tried]
 
     def _generate(self, inputs: List[parts.WindowInput], temperature: float) -> List[parts.WindowOutput]:
         options = parts.at_temperature(self.options, temperature)
