@@ -80,3 +80,17 @@ def test_the_log_level_takes_effect_after_the_sdk_configured_logging():
     finally:
         root.removeHandler(sdk_handler)
         logging.getLogger("worker").setLevel(logging.NOTSET)
+
+
+def test_concurrency_zero_is_sized_to_the_usable_cores(monkeypatch):
+    from worker import config
+
+    assert Settings.from_env({}).concurrency == max(config.MIN_AUTO_CONCURRENCY, config.usable_cores())
+    monkeypatch.setattr(config, "usable_cores", lambda: 16)
+    assert Settings.from_env({}).concurrency == 16
+    assert Settings.from_env({"WHISPER_CONCURRENCY": "0"}).concurrency == 16
+    monkeypatch.setattr(config, "usable_cores", lambda: 2)
+    assert Settings.from_env({}).concurrency == config.MIN_AUTO_CONCURRENCY
+    assert Settings.from_env({"WHISPER_CONCURRENCY": "3"}).concurrency == 3
+    with pytest.raises(SettingsError, match="WHISPER_CONCURRENCY"):
+        Settings.from_env({"WHISPER_CONCURRENCY": "-1"})

@@ -41,7 +41,7 @@ class Settings:
     download_timeout: float = 120.0
     allow_local_files: bool = False
     allow_private_urls: bool = False
-    concurrency: int = 4
+    concurrency: int = 0  # 0: sized to the cores (usable_cores), resolved in __post_init__
     host_threads: int = 0
     max_batch_size: int = 16
     max_batch_wait_ms: float = 10.0
@@ -53,12 +53,14 @@ class Settings:
     port: int = 80
     port_health: Optional[int] = None
 
+    def __post_init__(self) -> None:
+        if self.concurrency == 0:
+            object.__setattr__(self, "concurrency", auto_concurrency())
+
     @property
     def host_workers(self) -> int:
         """Threads for the host work of batched jobs: the cores this process may use, unless set."""
-        if self.host_threads:
-            return self.host_threads
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return self.host_threads or usable_cores()
 
     @property
     def health_port(self) -> int:
@@ -100,13 +102,29 @@ class Settings:
         need(self.port_health is None or 1 <= self.port_health <= 65535, "PORT_HEALTH", "must be 1..65535")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's cpuset, taskset)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+MIN_AUTO_CONCURRENCY = 4
+
+
+def auto_concurrency() -> int:
+    """Jobs served at once when WHISPER_CONCURRENCY is 0: one per usable core, so that every
+    core has a job's decode, VAD and features to run while the device decodes others' windows,
+    and at least MIN_AUTO_CONCURRENCY, so that even a small host keeps windows of several jobs
+    queued for the device's batches (a job's own host work is two threads: decode and VAD)."""
+    return max(MIN_AUTO_CONCURRENCY, usable_cores())
+
+
 # field -> (environment variable, default shown in docs, meaning)
 # Numeric settings' bounds, declared once: validate() enforces them and .runpod/hub.json's form
 # offers the same range (tests/test_runpod_hub.py holds them equal).
 BOUNDS = {
     "batch_size": (1, 256),
     "max_batch_size": (1, 256),
-    "concurrency": (1, 256),
+    "concurrency": (0, 256),
     "host_threads": (0, 256),
     "max_batch_wait_ms": (0, 10_000),
     "max_audio_seconds": (1, 86_400),
@@ -131,7 +149,7 @@ SETTINGS_DOC = {
     "download_timeout": ("WHISPER_DOWNLOAD_TIMEOUT", "120", "Wall-clock limit for one audio download, in seconds."),
     "allow_local_files": ("WHISPER_ALLOW_LOCAL_FILES", "false", "Accept a local file path as `audio` (the demo and tests turn it on)."),
     "allow_private_urls": ("WHISPER_ALLOW_PRIVATE_URLS", "false", "Allow URLs that resolve to loopback/private/link-local addresses (tests only; never in production)."),
-    "concurrency": ("WHISPER_CONCURRENCY", "4", "Jobs one worker serves at once (RunPod concurrency_modifier)."),
+    "concurrency": ("WHISPER_CONCURRENCY", "0", "Jobs one worker serves at once (RunPod concurrency_modifier); 0 = one per usable CPU core, at least 4."),
     "host_threads": ("WHISPER_HOST_THREADS", "0", "Threads computing batched jobs' window features, shared by all jobs (0 = the cores this process may use)."),
     "max_batch_size": ("WHISPER_MAX_BATCH_SIZE", "16", "Most 30-second windows the scheduler sends to the model in one batch, across jobs."),
     "max_batch_wait_ms": ("WHISPER_MAX_BATCH_WAIT_MS", "10", "How long the scheduler waits for more windows before running a partial batch."),

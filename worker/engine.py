@@ -75,7 +75,6 @@ class Engine:
         cancelled = cancelled or threading.Event()
         timings = Timings()
         options = request.decoding_options()
-        parts.reset_vad_clock()
         started = time.perf_counter()
         job = None
         try:
@@ -85,6 +84,7 @@ class Engine:
                 segments = job.segments()
             else:
                 samples = audio.result() if hasattr(audio, "result") else audio
+                parts.reset_vad_clock()  # the library's VAD runs on this thread, timed there
                 segments, info = parts.transcribe_sequential(self.model.whisper, samples, options)
                 segments = (_convert(segment) for segment in segments)
             prepared = time.perf_counter()
