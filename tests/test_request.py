@@ -4,7 +4,7 @@ import pytest
 
 from worker.config import Settings
 from worker.errors import RequestError
-from worker.request import DEFAULT_TEMPERATURES, parse_request
+from worker.request import DECODING_FIELDS, DEFAULT_TEMPERATURES, SEQUENTIAL_ONLY, SPEAKER_OPTIONS, TranscriptionRequest, parse_request
 
 SETTINGS = Settings(model="large-v3", batch_size=8)
 
@@ -123,6 +123,30 @@ def test_decoding_options_are_faster_whisper_keyword_names():
     assert set(sequential.decoding_options()) <= accepted
     batched = parse_request({"audio": "a"}, SETTINGS)
     assert set(batched.decoding_options()) <= accepted | {"batch_size"}
+
+
+def test_every_field_faster_whisper_takes_by_name_is_handed_to_it():
+    """A field named like a transcribe() argument but not marked Option(decoding=True) would be accepted and ignored."""
+    import inspect
+
+    from faster_whisper import WhisperModel
+
+    accepted = set(inspect.signature(WhisperModel.transcribe).parameters)
+    assert set(TranscriptionRequest.model_fields) & accepted == set(DECODING_FIELDS) | {"audio", "vad_parameters"}
+    batched = parse_request({"audio": "a"}, SETTINGS).decoding_options()
+    assert set(batched) == (set(DECODING_FIELDS) - set(SEQUENTIAL_ONLY)) | {"vad_parameters", "batch_size"}
+
+
+@pytest.mark.parametrize("name", sorted(SEQUENTIAL_ONLY))
+def test_a_sequential_only_option_is_refused_batched_with_its_reason(name):
+    value = True if TranscriptionRequest.model_fields[name].annotation is bool else 2.0
+    assert str(refused({"audio": "a", name: value})) == f"{name}: {SEQUENTIAL_ONLY[name]}; send batch_size=1 for sequential decoding"
+
+
+@pytest.mark.parametrize("name", SPEAKER_OPTIONS)
+def test_every_speaker_option_needs_diarize(name):
+    value = [{"name": "Ann", "audio": "https://example.com/ann.wav"}] if name == "known_speakers" else 2
+    assert str(refused({"audio": "a", name: value})) == f"{name}: needs diarize=true"
 
 
 def test_legacy_model_may_name_the_served_model():

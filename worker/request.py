@@ -9,7 +9,8 @@ The engine reads `decoding_options()`; nothing else turns fields into faster-whi
 from __future__ import annotations
 
 import re
-from typing import Any, List, Literal, Optional, Union
+from dataclasses import dataclass
+from typing import Annotated, Any, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
@@ -21,27 +22,26 @@ DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 MAX_URL_LENGTH = 8192
 MAX_PROMPT_CHARS = 4000
 
-# Options handed to faster-whisper's transcribe() unchanged, under the same name.
-DECODING_FIELDS = (
-    "language", "task", "word_timestamps", "vad_filter", "beam_size", "best_of", "patience",
-    "length_penalty", "repetition_penalty", "no_repeat_ngram_size", "temperature",
-    "compression_ratio_threshold", "log_prob_threshold", "no_speech_threshold",
-    "condition_on_previous_text", "initial_prompt", "hotwords", "suppress_tokens",
-    "without_timestamps", "hallucination_silence_threshold", "multilingual",
-)
 
-# Options the batched long-form loop (worker/longform.py) does not use: refused when batch_size > 1.
-SEQUENTIAL_ONLY = {
-    "condition_on_previous_text": "batched decoding never conditions on previous text",
-    "hallucination_silence_threshold": "batched decoding does not skip hallucinated silences",
-}
+@dataclass(frozen=True)
+class Option:
+    """What a request field means beyond its type and bounds, kept on the field (Annotated) so each
+    option is declared once; DECODING_FIELDS, SEQUENTIAL_ONLY, SUBTITLE_LAYOUT and SPEAKER_OPTIONS
+    are read from it."""
 
-SUBTITLE_LAYOUT = ("max_line_width", "max_line_count", "max_words_per_line")
+    decoding: bool = False  # handed to faster-whisper's transcribe() unchanged, under the same name
+    sequential_only: str = ""  # why batched decoding (worker/longform.py) refuses it when batch_size > 1
+    subtitle_layout: bool = False  # lays out srt/vtt cues: needs a subtitle format and word timestamps
+    needs_diarize: bool = False  # a speaker option: needs diarize=true
+
+
+DECODING = Option(decoding=True)
+SUBTITLE = Option(subtitle_layout=True)
+SPEAKERS = Option(needs_diarize=True)
 
 MAX_SPEAKERS = 20
 MAX_KNOWN_SPEAKERS = 8
 MAX_CHANNELS_TRANSCRIBED = 8  # multichannel: each channel is a transcription of its own
-SPEAKER_OPTIONS = ("num_speakers", "min_speakers", "max_speakers", "known_speakers")
 
 
 
@@ -74,41 +74,41 @@ class TranscriptionRequest(BaseModel):
 
     audio: Optional[str] = Field(None, min_length=1, max_length=MAX_URL_LENGTH)
     audio_base64: Optional[str] = Field(None, min_length=1)
-    language: Optional[str] = Field(None, max_length=32)
-    task: Literal["transcribe", "translate"] = "transcribe"
+    language: Annotated[Optional[str], DECODING] = Field(None, max_length=32)
+    task: Annotated[Literal["transcribe", "translate"], DECODING] = "transcribe"
     response_format: Literal["json", "verbose_json", "text", "srt", "vtt"] = "verbose_json"
-    word_timestamps: bool = False
-    vad_filter: bool = True
+    word_timestamps: Annotated[bool, DECODING] = False
+    vad_filter: Annotated[bool, DECODING] = True
     vad_parameters: Optional[VadParameters] = None
     batch_size: Optional[int] = Field(None, ge=1, le=256)
     stream: bool = False
-    beam_size: int = Field(5, ge=1, le=32)
-    best_of: int = Field(5, ge=1, le=32)
-    patience: float = Field(1.0, gt=0.0, le=10.0)
-    length_penalty: float = Field(1.0, ge=0.0, le=10.0)
-    repetition_penalty: float = Field(1.0, ge=1.0, le=10.0)  # below 1 rewards repeating: Whisper loops
-    no_repeat_ngram_size: int = Field(0, ge=0, le=100)
-    temperature: Union[float, List[float]] = list(DEFAULT_TEMPERATURES)
-    compression_ratio_threshold: Optional[float] = Field(2.4, gt=0.0)
-    log_prob_threshold: Optional[float] = -1.0
-    no_speech_threshold: Optional[float] = Field(0.6, ge=0.0, le=1.0)
-    condition_on_previous_text: bool = True
-    initial_prompt: Optional[str] = Field(None, max_length=MAX_PROMPT_CHARS)
-    hotwords: Optional[str] = Field(None, max_length=MAX_PROMPT_CHARS)
-    suppress_tokens: List[int] = Field(default_factory=lambda: [-1], max_length=1000)
-    without_timestamps: bool = False
-    hallucination_silence_threshold: Optional[float] = Field(None, gt=0.0)
-    multilingual: bool = False
+    beam_size: Annotated[int, DECODING] = Field(5, ge=1, le=32)
+    best_of: Annotated[int, DECODING] = Field(5, ge=1, le=32)
+    patience: Annotated[float, DECODING] = Field(1.0, gt=0.0, le=10.0)
+    length_penalty: Annotated[float, DECODING] = Field(1.0, ge=0.0, le=10.0)
+    repetition_penalty: Annotated[float, DECODING] = Field(1.0, ge=1.0, le=10.0)  # below 1 rewards repeating: Whisper loops
+    no_repeat_ngram_size: Annotated[int, DECODING] = Field(0, ge=0, le=100)
+    temperature: Annotated[Union[float, List[float]], DECODING] = list(DEFAULT_TEMPERATURES)
+    compression_ratio_threshold: Annotated[Optional[float], DECODING] = Field(2.4, gt=0.0)
+    log_prob_threshold: Annotated[Optional[float], DECODING] = -1.0
+    no_speech_threshold: Annotated[Optional[float], DECODING] = Field(0.6, ge=0.0, le=1.0)
+    condition_on_previous_text: Annotated[bool, Option(decoding=True, sequential_only="batched decoding never conditions on previous text")] = True
+    initial_prompt: Annotated[Optional[str], DECODING] = Field(None, max_length=MAX_PROMPT_CHARS)
+    hotwords: Annotated[Optional[str], DECODING] = Field(None, max_length=MAX_PROMPT_CHARS)
+    suppress_tokens: Annotated[List[int], DECODING] = Field(default_factory=lambda: [-1], max_length=1000)
+    without_timestamps: Annotated[bool, DECODING] = False
+    hallucination_silence_threshold: Annotated[Optional[float], Option(decoding=True, sequential_only="batched decoding does not skip hallucinated silences")] = Field(None, gt=0.0)
+    multilingual: Annotated[bool, DECODING] = False
     # Subtitle layout (srt/vtt, with word timestamps), as the OpenAI Whisper CLI offers it.
-    max_line_width: Optional[int] = Field(None, ge=1, le=1000)
-    max_line_count: Optional[int] = Field(None, ge=1, le=100)
-    max_words_per_line: Optional[int] = Field(None, ge=1, le=1000)
+    max_line_width: Annotated[Optional[int], SUBTITLE] = Field(None, ge=1, le=1000)
+    max_line_count: Annotated[Optional[int], SUBTITLE] = Field(None, ge=1, le=100)
+    max_words_per_line: Annotated[Optional[int], SUBTITLE] = Field(None, ge=1, le=1000)
     # Speakers (worker/speakers.py): diarization, or one speaker per channel.
     diarize: bool = False
-    num_speakers: Optional[int] = Field(None, ge=1, le=MAX_SPEAKERS)
-    min_speakers: Optional[int] = Field(None, ge=1, le=MAX_SPEAKERS)
-    max_speakers: Optional[int] = Field(None, ge=1, le=MAX_SPEAKERS)
-    known_speakers: Optional[List[KnownSpeaker]] = Field(None, min_length=1, max_length=MAX_KNOWN_SPEAKERS)
+    num_speakers: Annotated[Optional[int], SPEAKERS] = Field(None, ge=1, le=MAX_SPEAKERS)
+    min_speakers: Annotated[Optional[int], SPEAKERS] = Field(None, ge=1, le=MAX_SPEAKERS)
+    max_speakers: Annotated[Optional[int], SPEAKERS] = Field(None, ge=1, le=MAX_SPEAKERS)
+    known_speakers: Annotated[Optional[List[KnownSpeaker]], SPEAKERS] = Field(None, min_length=1, max_length=MAX_KNOWN_SPEAKERS)
     multichannel: bool = False
     # Set by parse_request for requests that use runpod-workers/worker-faster_whisper names.
     _legacy: Optional["LegacyOutput"] = PrivateAttr(None)
@@ -177,6 +177,14 @@ class TranscriptionRequest(BaseModel):
 
 
 TranscriptionRequest.model_rebuild()
+
+
+OPTIONS = {name: next((fact for fact in info.metadata if isinstance(fact, Option)), Option())
+           for name, info in TranscriptionRequest.model_fields.items()}
+DECODING_FIELDS = tuple(name for name, option in OPTIONS.items() if option.decoding)
+SEQUENTIAL_ONLY = {name: option.sequential_only for name, option in OPTIONS.items() if option.sequential_only}
+SUBTITLE_LAYOUT = tuple(name for name, option in OPTIONS.items() if option.subtitle_layout)
+SPEAKER_OPTIONS = tuple(name for name, option in OPTIONS.items() if option.needs_diarize)
 
 
 def parse_request(job_input: Any, settings: Settings, uploaded: bool = False) -> TranscriptionRequest:
