@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from worker.config import SETTINGS_DOC, Settings, SettingsError
+from worker.config import BOUNDS, SETTINGS_DOC, Settings, SettingsError
 
 
 def test_defaults_without_environment():
@@ -49,6 +49,10 @@ def test_readme_settings_table_matches_the_code():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     for env_name, default, meaning in SETTINGS_DOC.values():
         assert f"| `{env_name}` | {default} | {meaning} |" in readme, env_name
+    # ... and holds only those rows, in the order Settings declares them.
+    section = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    table = next(block for block in section.split("\n\n") if block.startswith("| variable"))
+    assert table.splitlines()[2:] == [f"| `{env_name}` | {default} | {meaning} |" for env_name, default, meaning in SETTINGS_DOC.values()]
 
 
 @pytest.mark.parametrize("name, raw", [("WHISPER_MAX_AUDIO_SECONDS", "inf"), ("WHISPER_DOWNLOAD_TIMEOUT", "Infinity"),
@@ -57,6 +61,18 @@ def test_readme_settings_table_matches_the_code():
 def test_non_finite_fractional_and_unknown_values_are_refused_by_name(name, raw):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: raw})
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDS))
+def test_each_bounded_setting_takes_its_bounds_and_refuses_beyond_them_by_name(name):
+    env_name, (low, high) = SETTINGS_DOC[name][0], BOUNDS[name]
+    if name != "concurrency":  # there 0 means one job per usable core (tested below)
+        assert getattr(Settings.from_env({env_name: f"{low:g}"}), name) == low
+    assert getattr(Settings.from_env({env_name: str(high)}), name) == high
+    for beyond in (low - 1, high + 1):
+        with pytest.raises(SettingsError) as info:
+            Settings.from_env({env_name: str(beyond)})
+        assert str(info.value) == f"{env_name}: must be between {low:g} and {high:g}"
 
 
 def test_whole_numbers_from_the_hub_form_are_accepted():

@@ -5,6 +5,7 @@ field the worker accepts, every preset value one the worker can parse)."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 from pathlib import Path
 
@@ -144,7 +145,7 @@ def test_root_handler_reexports_the_worker_entry():
     assert hub_handler.stream_handler is worker.handler.stream_handler
 
 
-def test_the_hub_form_offers_the_bounds_the_worker_enforces():
+def test_the_hub_form_offers_the_bounds_and_defaults_the_worker_declares():
     from worker.config import BOUNDS, SETTINGS_DOC
 
     numbers = {env["key"]: env["input"] for env in load("hub.json")["config"]["env"] if env["input"].get("type") == "number"}
@@ -153,3 +154,6 @@ def test_the_hub_form_offers_the_bounds_the_worker_enforces():
         if key in numbers:
             assert (numbers[key]["min"], numbers[key]["max"]) == (low, high), key
     assert {SETTINGS_DOC[name][0] for name in BOUNDS} >= set(numbers), "a number in the Hub form has no declared bounds"
+    defaults = {SETTINGS_DOC[item.name][0]: item.default for item in dataclasses.fields(Settings)}
+    for key, number in numbers.items():
+        assert number["default"] == defaults[key], key  # the form's numbers default as the worker does

@@ -2,8 +2,9 @@
 
 Nothing below the entry point reads environment variables: `Settings.from_env()` is called by
 `python -m worker` (and by tests with an explicit mapping) and the resulting frozen object is
-passed down. Every field is documented in the README's settings table; `SETTINGS_DOC` below is
-the single source of that table's names, defaults and meanings.
+passed down. Each setting is declared once, as a field of `Settings` made by `setting()`: its
+type, variable, default, meaning and bounds. `SETTINGS_DOC` (the README's settings table) and
+`BOUNDS` (the Hub form's ranges) are read from those declarations, and tests hold both equal.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import dataclasses
 import logging
 import math
 import os
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Tuple
 
 RUNPOD_VOLUME = "/runpod-volume"
 RUNPOD_HF_CACHE = "/runpod-volume/huggingface-cache/hub"
@@ -24,34 +26,53 @@ class SettingsError(ValueError):
     """An environment variable has a value the worker cannot use."""
 
 
+def setting(env: str, default: Any, doc: str, *, shown: Optional[str] = None,
+            bounds: Optional[Tuple[float, float]] = None, check: Optional[Tuple[Callable[[Any], bool], str]] = None) -> Any:
+    """One setting, declared once: the variable it is read from, its default, what it means (the
+    README's settings table; `shown` when the default is not a plain value), and the values it
+    may take: `bounds` inclusive (the Hub form offers the same range) or a `check` and why not."""
+    if shown is None:
+        shown = str(default).lower() if isinstance(default, bool) else f"{default:g}" if isinstance(default, float) else str(default)
+    return field(default=default, metadata={"env": env, "shown": shown, "doc": doc, "bounds": bounds, "check": check})
+
+
+AT_LEAST_ZERO = (lambda value: value >= 0, "must be >= 0")
+
+
 @dataclass(frozen=True)
 class Settings:
-    model: str = "large-v3"
-    model_name: Optional[str] = None
-    model_revision: Optional[str] = None
-    compute_type: str = "auto"
-    device: str = "auto"
-    device_index: int = 0
-    cpu_threads: int = 0
-    batch_size: int = 16
-    model_cache_dir: Optional[str] = None
-    local_files_only: bool = False
-    max_download_bytes: int = 1024 * 1024 * 1024
-    max_audio_seconds: float = 4 * 3600.0
-    download_timeout: float = 120.0
-    allow_local_files: bool = False
-    allow_private_urls: bool = False
-    concurrency: int = 0  # 0: sized to the cores (usable_cores), resolved in __post_init__
-    host_threads: int = 0
-    max_batch_size: int = 16
-    max_batch_wait_ms: float = 10.0
-    streaming: bool = False
-    temp_dir: Optional[str] = None
-    log_level: str = "INFO"
-    image_revision: Optional[str] = None
-    mode: str = "queue"
-    port: int = 80
-    port_health: Optional[int] = None
+    """Each field is a setting (`setting`); its type annotation is how the variable's text is read."""
+
+    model: str = setting("WHISPER_MODEL", "large-v3", "Size alias (large-v3, turbo, distil-large-v3, medium, small, base, tiny, *.en), a Hugging Face repo id of a CTranslate2 model, or a local model directory.")
+    model_name: Optional[str] = setting("WHISPER_MODEL_NAME", None, "Name jobs report as `model`, and that legacy requests may send as `model` (e.g. large-v3 for a baked-in /models/whisper).", shown="(the value of WHISPER_MODEL)")
+    model_revision: Optional[str] = setting("WHISPER_MODEL_REVISION", None, "Git revision (branch, tag or commit) of the Hugging Face model repo.", shown="(latest)")
+    compute_type: str = setting("WHISPER_COMPUTE_TYPE", "auto", "CTranslate2 compute type: auto (float16 on CUDA, int8 on CPU), float16, int8_float16, int8, bfloat16, float32, ...")
+    device: str = setting("WHISPER_DEVICE", "auto", "auto, cuda or cpu.", check=(lambda value: value in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"))
+    device_index: int = setting("WHISPER_DEVICE_INDEX", 0, "CUDA device index.", check=AT_LEAST_ZERO)
+    cpu_threads: int = setting("WHISPER_CPU_THREADS", 0, "CPU threads per model call (0 = CTranslate2's default).", check=AT_LEAST_ZERO)
+    batch_size: int = setting("WHISPER_BATCH_SIZE", 16, "Default `batch_size` of a request (1 = sequential long-form decoding).", bounds=(1, 256))
+    model_cache_dir: Optional[str] = setting("WHISPER_CACHE_DIR", None, "Where downloaded models are cached.", shown="/runpod-volume/huggingface-cache/hub when a network volume is mounted, else the Hugging Face default")
+    local_files_only: bool = setting("WHISPER_LOCAL_FILES_ONLY", False, "Never contact the Hugging Face hub; use cached or baked-in weights only.")
+    max_download_bytes: int = setting("WHISPER_MAX_DOWNLOAD_BYTES", 1024 * 1024 * 1024, "Largest audio download or base64 payload accepted, in bytes.", bounds=(1, 10 * 2**30))
+    max_audio_seconds: float = setting("WHISPER_MAX_AUDIO_SECONDS", 4 * 3600.0, "Longest audio accepted, in seconds (checked from metadata and while decoding).", bounds=(1, 86_400))
+    download_timeout: float = setting("WHISPER_DOWNLOAD_TIMEOUT", 120.0, "Wall-clock limit for one audio download, in seconds.", bounds=(1, 3600))
+    allow_local_files: bool = setting("WHISPER_ALLOW_LOCAL_FILES", False, "Accept a local file path as `audio` (the demo and tests turn it on).")
+    allow_private_urls: bool = setting("WHISPER_ALLOW_PRIVATE_URLS", False, "Allow URLs that resolve to loopback/private/link-local addresses (tests only; never in production).")
+    # 0: sized to the cores (auto_concurrency), resolved in __post_init__
+    concurrency: int = setting("WHISPER_CONCURRENCY", 0, "Jobs one worker serves at once (RunPod concurrency_modifier); 0 = one per usable CPU core, at least 4.", bounds=(0, 256))
+    host_threads: int = setting("WHISPER_HOST_THREADS", 0, "Threads computing batched jobs' window features, shared by all jobs (0 = the cores this process may use).", bounds=(0, 256))
+    max_batch_size: int = setting("WHISPER_MAX_BATCH_SIZE", 16, "Most 30-second windows the scheduler sends to the model in one batch, across jobs.", bounds=(1, 256))
+    max_batch_wait_ms: float = setting("WHISPER_MAX_BATCH_WAIT_MS", 10.0, "How long the scheduler waits for more windows before running a partial batch.", bounds=(0, 10_000))
+    streaming: bool = setting("WHISPER_STREAMING", False, "Register the generator handler so `stream: true` jobs yield segments live; outputs then become lists (see README).")
+    temp_dir: Optional[str] = setting("WHISPER_TEMP_DIR", None, "Directory for per-job temporary files (always removed after the job).", shown="(system default)")
+    log_level: str = setting("WHISPER_LOG_LEVEL", "INFO", "Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+                             check=(lambda value: isinstance(logging.getLevelName(value.upper()), int), "must be DEBUG, INFO, WARNING, ERROR or CRITICAL"))
+    image_revision: Optional[str] = setting("WHISPER_IMAGE_REVISION", None, "Reported by every job as `metrics.image_revision`, so a release test can tell which image answered.", shown="(set by the image build: the git commit)")
+    mode: str = setting("WHISPER_MODE", "queue", "queue: the RunPod handler (queue endpoints); openai: OpenAI's audio API over HTTP on PORT (load-balancing endpoints; see README).",
+                        check=(lambda value: value in ("queue", "openai"), "must be queue (RunPod queue endpoints) or openai (load-balancing endpoints)"))
+    port: int = setting("PORT", 80, "The openai mode's HTTP port (RunPod's load-balancing convention).", bounds=(1, 65535))
+    port_health: Optional[int] = setting("PORT_HEALTH", None, "The openai mode's /ping port: 204 while the model loads, 200 once it can serve.", shown="(the value of PORT)",
+                                         check=(lambda value: value is None or 1 <= value <= 65535, "must be 1..65535"))
 
     def __post_init__(self) -> None:
         if self.concurrency == 0:
@@ -74,13 +95,13 @@ class Settings:
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Settings":
         """Build settings from `env` (default: os.environ); unknown values raise SettingsError."""
         env = os.environ if env is None else env
+        types = typing.get_type_hints(cls)
         values = {}
-        for field in dataclasses.fields(cls):
-            name, _default, _doc = SETTINGS_DOC[field.name]
-            raw = env.get(name)
+        for item in dataclasses.fields(cls):
+            raw = env.get(item.metadata["env"])
             if raw is None or raw.strip() == "":
                 continue
-            values[field.name] = _parse(name, raw.strip(), field.type)
+            values[item.name] = _parse(item.metadata["env"], raw.strip(), types[item.name])
         if "model_cache_dir" not in values and os.path.isdir(RUNPOD_VOLUME):
             values["model_cache_dir"] = RUNPOD_HF_CACHE
         settings = cls(**values)
@@ -88,18 +109,17 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        def need(ok: bool, env_name: str, why: str) -> None:
-            if not ok:
-                raise SettingsError(f"{env_name}: {why}")
-
-        need(self.device in ("auto", "cpu", "cuda"), "WHISPER_DEVICE", "must be auto, cpu or cuda")
-        need(self.device_index >= 0, "WHISPER_DEVICE_INDEX", "must be >= 0")
-        need(self.cpu_threads >= 0, "WHISPER_CPU_THREADS", "must be >= 0")
-        for name, (low, high) in BOUNDS.items():
-            need(low <= getattr(self, name) <= high, SETTINGS_DOC[name][0], f"must be between {low:g} and {high:g}")
-        need(isinstance(logging.getLevelName(self.log_level.upper()), int), "WHISPER_LOG_LEVEL", "must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
-        need(self.mode in ("queue", "openai"), "WHISPER_MODE", "must be queue (RunPod queue endpoints) or openai (load-balancing endpoints)")
-        need(self.port_health is None or 1 <= self.port_health <= 65535, "PORT_HEALTH", "must be 1..65535")
+        """Refuse a value outside its setting's bounds or check, naming the variable."""
+        for item in dataclasses.fields(self):
+            value, env_name = getattr(self, item.name), item.metadata["env"]
+            if item.metadata["bounds"]:
+                low, high = item.metadata["bounds"]
+                if not low <= value <= high:
+                    raise SettingsError(f"{env_name}: must be between {low:g} and {high:g}")
+            if item.metadata["check"]:
+                ok, why = item.metadata["check"]
+                if not ok(value):
+                    raise SettingsError(f"{env_name}: {why}")
 
 
 def usable_cores() -> int:
@@ -118,75 +138,37 @@ def auto_concurrency() -> int:
     return max(MIN_AUTO_CONCURRENCY, usable_cores())
 
 
-# field -> (environment variable, default shown in docs, meaning)
-# Numeric settings' bounds, declared once: validate() enforces them and .runpod/hub.json's form
-# offers the same range (tests/test_runpod_hub.py holds them equal).
-BOUNDS = {
-    "batch_size": (1, 256),
-    "max_batch_size": (1, 256),
-    "concurrency": (0, 256),
-    "host_threads": (0, 256),
-    "max_batch_wait_ms": (0, 10_000),
-    "max_audio_seconds": (1, 86_400),
-    "max_download_bytes": (1, 10 * 2**30),
-    "download_timeout": (1, 3600),
-    "port": (1, 65535),
-}
-
-SETTINGS_DOC = {
-    "model": ("WHISPER_MODEL", "large-v3", "Size alias (large-v3, turbo, distil-large-v3, medium, small, base, tiny, *.en), a Hugging Face repo id of a CTranslate2 model, or a local model directory."),
-    "model_name": ("WHISPER_MODEL_NAME", "(the value of WHISPER_MODEL)", "Name jobs report as `model`, and that legacy requests may send as `model` (e.g. large-v3 for a baked-in /models/whisper)."),
-    "model_revision": ("WHISPER_MODEL_REVISION", "(latest)", "Git revision (branch, tag or commit) of the Hugging Face model repo."),
-    "compute_type": ("WHISPER_COMPUTE_TYPE", "auto", "CTranslate2 compute type: auto (float16 on CUDA, int8 on CPU), float16, int8_float16, int8, bfloat16, float32, ..."),
-    "device": ("WHISPER_DEVICE", "auto", "auto, cuda or cpu."),
-    "device_index": ("WHISPER_DEVICE_INDEX", "0", "CUDA device index."),
-    "cpu_threads": ("WHISPER_CPU_THREADS", "0", "CPU threads per model call (0 = CTranslate2's default)."),
-    "batch_size": ("WHISPER_BATCH_SIZE", "16", "Default `batch_size` of a request (1 = sequential long-form decoding)."),
-    "model_cache_dir": ("WHISPER_CACHE_DIR", "/runpod-volume/huggingface-cache/hub when a network volume is mounted, else the Hugging Face default", "Where downloaded models are cached."),
-    "local_files_only": ("WHISPER_LOCAL_FILES_ONLY", "false", "Never contact the Hugging Face hub; use cached or baked-in weights only."),
-    "max_download_bytes": ("WHISPER_MAX_DOWNLOAD_BYTES", "1073741824", "Largest audio download or base64 payload accepted, in bytes."),
-    "max_audio_seconds": ("WHISPER_MAX_AUDIO_SECONDS", "14400", "Longest audio accepted, in seconds (checked from metadata and while decoding)."),
-    "download_timeout": ("WHISPER_DOWNLOAD_TIMEOUT", "120", "Wall-clock limit for one audio download, in seconds."),
-    "allow_local_files": ("WHISPER_ALLOW_LOCAL_FILES", "false", "Accept a local file path as `audio` (the demo and tests turn it on)."),
-    "allow_private_urls": ("WHISPER_ALLOW_PRIVATE_URLS", "false", "Allow URLs that resolve to loopback/private/link-local addresses (tests only; never in production)."),
-    "concurrency": ("WHISPER_CONCURRENCY", "0", "Jobs one worker serves at once (RunPod concurrency_modifier); 0 = one per usable CPU core, at least 4."),
-    "host_threads": ("WHISPER_HOST_THREADS", "0", "Threads computing batched jobs' window features, shared by all jobs (0 = the cores this process may use)."),
-    "max_batch_size": ("WHISPER_MAX_BATCH_SIZE", "16", "Most 30-second windows the scheduler sends to the model in one batch, across jobs."),
-    "max_batch_wait_ms": ("WHISPER_MAX_BATCH_WAIT_MS", "10", "How long the scheduler waits for more windows before running a partial batch."),
-    "streaming": ("WHISPER_STREAMING", "false", "Register the generator handler so `stream: true` jobs yield segments live; outputs then become lists (see README)."),
-    "temp_dir": ("WHISPER_TEMP_DIR", "(system default)", "Directory for per-job temporary files (always removed after the job)."),
-    "log_level": ("WHISPER_LOG_LEVEL", "INFO", "Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL."),
-    "mode": ("WHISPER_MODE", "queue", "queue: the RunPod handler (queue endpoints); openai: OpenAI's audio API over HTTP on PORT (load-balancing endpoints; see README)."),
-    "port": ("PORT", "80", "The openai mode's HTTP port (RunPod's load-balancing convention)."),
-    "port_health": ("PORT_HEALTH", "(the value of PORT)", "The openai mode's /ping port: 204 while the model loads, 200 once it can serve."),
-    "image_revision": ("WHISPER_IMAGE_REVISION", "(set by the image build: the git commit)", "Reported by every job as `metrics.image_revision`, so a release test can tell which image answered."),
-}
+# Read from the declarations: field -> (environment variable, default as the README shows it,
+# meaning), and field -> (low, high) for the numeric settings the Hub form offers.
+SETTINGS_DOC = {item.name: (item.metadata["env"], item.metadata["shown"], item.metadata["doc"]) for item in dataclasses.fields(Settings)}
+BOUNDS = {item.name: item.metadata["bounds"] for item in dataclasses.fields(Settings) if item.metadata["bounds"]}
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _parse(name: str, raw: str, type_name: str):
-    kind = type_name.replace("Optional[", "").rstrip("]")
+def _parse(name: str, raw: str, hint: Any):
+    """Read a variable's text as its field's type (Optional[int] reads as int)."""
+    kind = next((arg for arg in typing.get_args(hint) if arg is not type(None)), hint)
     try:
-        if kind == "bool":
+        if kind is bool:
             low = raw.lower()
             if low in _TRUE:
                 return True
             if low in _FALSE:
                 return False
             raise ValueError(raw)
-        if kind == "int":
+        if kind is int:
             # the Hub's form may send a whole number as "16.0"
             number = float(raw) if "." in raw or "e" in raw.lower() else int(raw)
             if isinstance(number, float) and not (math.isfinite(number) and number.is_integer()):
                 raise ValueError(raw)
             return int(number)
-        if kind == "float":
+        if kind is float:
             number = float(raw)
             if not math.isfinite(number):  # inf would fail every job, or silently lift a limit
                 raise ValueError(raw)
             return number
     except ValueError:
-        raise SettingsError(f"{name}: cannot read {raw!r} as {kind}") from None
+        raise SettingsError(f"{name}: cannot read {raw!r} as {kind.__name__}") from None
     return raw
