@@ -35,6 +35,10 @@ from .errors import Cancelled, DownloadError, RequestError, UnsafeURL
 
 CHUNK_BYTES = 64 * 1024
 MAX_REDIRECTS = 5
+# Within the one deadline: a connect may take this long (the watchdog cannot cut a connect short),
+# and a server that sends nothing for this long fails the download early (long deadlines only).
+CONNECT_SECONDS = 10.0
+STALL_SECONDS = 30.0
 USER_AGENT = "whisper-runpod-worker/0.1"
 
 
@@ -149,8 +153,17 @@ class _GuardMixin:
             sock.connect(sockaddr)
         except OSError as exc:
             sock.close()
-            raise urllib3.exceptions.NewConnectionError(self, f"connection to {sockaddr[0]} failed: {exc.strerror or type(exc).__name__}") from exc
+            raise _ConnectFailed(self, f"connection to {sockaddr[0]} port {sockaddr[1]} failed: {exc.strerror or type(exc).__name__}") from exc
         return sock
+
+
+class _ConnectFailed(urllib3.exceptions.NewConnectionError):
+    """A failed connect with the worker's own text: the client reads this, not urllib3's wrappers
+    (which repeat the pool and the URL first, and can push the cause past the length cap)."""
+
+    def __init__(self, conn, text: str):
+        super().__init__(conn, text)
+        self.text = text
 
 
 def _guarded_adapter(allowed_networks: tuple, watchdog: Optional[_Watchdog] = None) -> HTTPAdapter:
@@ -166,7 +179,10 @@ def _guarded_adapter(allowed_networks: tuple, watchdog: Optional[_Watchdog] = No
 
 def check_url(url: str) -> None:
     """The URL's form, before anything resolves or connects: scheme, host, port."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed or invalid [IPv6] literal
+        raise RequestError("URL has an invalid [IPv6] host", field="audio") from None
     if parts.scheme not in ("http", "https"):
         raise UnsafeURL(f"only http and https URLs are accepted, not {parts.scheme or 'a bare path'!r}", field="audio")
     host = parts.hostname
@@ -197,8 +213,13 @@ def _is_ip(host: str) -> bool:
 def redact(url: str) -> str:
     """The URL without query string, fragment or credentials, and with every character that could
     forge a log line (spaces, controls, line separators, escapes) percent-encoded."""
-    parts = urlsplit(url)
-    host = quote(parts.hostname or "", safe=".-:[]")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an invalid URL)"
+    host = quote(parts.hostname or "", safe=".-:")
+    if ":" in host:  # an IPv6 literal keeps its brackets, or its last group reads as the port
+        host = f"[{host}]"
     try:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
@@ -231,7 +252,9 @@ def download(url: str, dest_path: str, limits: FetchLimits, cancelled: Optional[
     current = url
     try:
         for _ in range(MAX_REDIRECTS + 1):
-            timeout = min(10.0, watchdog.remaining()), min(30.0, watchdog.remaining())
+            # a read the deadline would end anyway gets no timeout of its own (no race with the watchdog)
+            stall = STALL_SECONDS if STALL_SECONDS < watchdog.remaining() else None
+            timeout = min(CONNECT_SECONDS, watchdog.remaining()), stall
             with session.get(current, stream=True, allow_redirects=False, timeout=timeout, headers=headers) as response:
                 if response.is_redirect:
                     current = _next_url(current, response.headers.get("Location", ""))
@@ -288,10 +311,15 @@ def _content_length(response: requests.Response) -> Optional[int]:
 def _download_error(exc: Exception, watchdog: _Watchdog, limits: FetchLimits) -> BaseException:
     if watchdog.fired == "cancelled":
         return Cancelled("job cancelled during the download")
-    if watchdog.fired == "timeout" or isinstance(exc, requests.exceptions.Timeout):
+    if watchdog.fired == "timeout":
         return DownloadError(f"download timed out after {limits.timeout:g} s", field="audio")
+    if isinstance(exc, requests.exceptions.Timeout):  # waiting for the headers, before the deadline
+        return DownloadError("download timed out (no data)", field="audio")
     if isinstance(exc, requests.exceptions.ConnectionError):
-        return DownloadError(f"connection failed: {_scrub(str(exc))}", field="audio")
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        if isinstance(reason, _ConnectFailed):
+            return DownloadError(reason.text, field="audio")
+        return DownloadError(f"connection failed: {_scrub(str(reason or exc))}", field="audio")
     return DownloadError(f"download failed: {type(exc).__name__}: {_scrub(str(exc))}", field="audio")
 
 
@@ -327,16 +355,19 @@ def _save_body(response: requests.Response, dest_path: str, max_bytes: int, watc
 
 
 def decode_base64(text: str, max_bytes: int) -> bytes:
-    if len(text) > (max_bytes * 4) // 3 + 4:
+    """The bytes of a base64 payload (or data URL) of at most `max_bytes`, exactly."""
+    start = text.index(",") + 1 if text.startswith("data:") and "," in text[:200] else 0  # data:audio/wav;base64,....
+    # 4 characters per 3 bytes: a longer text cannot be within the limit (refused before decoding)
+    if len(text) - start > 4 * -(-max_bytes // 3):
         raise RequestError(f"payload is over the {max_bytes}-byte limit", field="audio_base64")
-    if text.startswith("data:") and "," in text[:200]:
-        text = text.split(",", 1)[1]  # data URLs: data:audio/wav;base64,....
     try:
-        data = base64.b64decode(text, validate=True)
+        data = base64.b64decode(text[start:], validate=True)
     except (binascii.Error, ValueError):
         raise RequestError("is not valid base64", field="audio_base64") from None
     if not data:
         raise RequestError("decodes to zero bytes", field="audio_base64")
+    if len(data) > max_bytes:  # the last group's padding decides the final 1-2 bytes
+        raise RequestError(f"payload is over the {max_bytes}-byte limit", field="audio_base64")
     return data
 
 
