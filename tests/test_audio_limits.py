@@ -182,3 +182,46 @@ def test_a_video_without_sound_is_refused_by_name():
     with pytest.raises(AudioError) as info:
         decode_audio(buffer.getvalue(), 60)
     assert (str(info.value), info.value.field) == ("audio: contains no audio stream", "audio")
+
+
+def test_eight_or_more_channels_without_a_layout_are_kept_apart_without_crashing():
+    """PyAV 18 crashes the process (a segfault) converting a planar frame of 8 or more channels,
+    so this runs in a child process: a crash is then this test's failure, not the suite's end."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    child = """
+import sys
+import numpy as np
+from helpers import pcm_wav
+from worker.audio import decode_audio
+tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)
+for channels in (8, 9, 64):
+    levels = (np.arange(channels) + 1) / channels  # each channel its own level: kept apart, in order
+    data = (np.outer(tone, levels) * 32767).astype("<i2")
+    wav = pcm_wav(tone, 16000, channels)[:44] + data.tobytes()  # the header of a WAV without a channel mask
+    kept = decode_audio(wav, 60, max_channels=channels)
+    peaks = np.abs(kept).max(axis=1)
+    assert kept.shape == (channels, 16000), kept.shape
+    assert np.allclose(peaks, 0.3 * levels, atol=2e-3), peaks
+print("kept apart")
+"""
+    tests = Path(__file__).parent
+    done = subprocess.run([sys.executable, "-c", child], cwd=tests.parent, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": f"{tests}:{tests.parent}"})
+    assert (done.returncode, done.stdout.strip()) == (0, "kept apart"), done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("channels", [9, 11, 64])
+def test_channels_without_a_layout_that_cannot_be_mixed_down_are_named_as_such(channels):
+    from helpers import pcm_wav
+
+    wav = pcm_wav(TONE, 16000, channels)  # no channel mask, and no default layout for this count
+    for decode in (lambda: decode_audio(wav, 60), lambda: audio_module.DecodingAudio(io.BytesIO(wav), 60).result()):
+        with pytest.raises(AudioError) as info:
+            decode()
+        assert (str(info.value), info.value.field) == (
+            f"audio: has {channels} channels without a channel layout, which cannot be mixed down to mono", "audio")
+    assert decode_audio(pcm_wav(TONE, 16000, 10), 60).size == 48000  # 10 channels have a default layout: mixed down

@@ -112,13 +112,26 @@ def _check_declared(container, stream, max_seconds: float) -> None:
 
 def decode_chunks(container, stream, max_samples: int, max_seconds: float, cancelled: Optional[threading.Event], layout="mono"):
     """Yield the stream's samples as (channels, n) int16 arrays at 16 kHz, in order."""
-    resampler = av.audio.resampler.AudioResampler(format="s16p", layout=layout, rate=SAMPLE_RATE)
+    # packed s16, as faster-whisper asks: PyAV 18 reads past the frame's 8 plane pointers for a
+    # planar frame of 8 or more channels (a segfault), so the channels are split here instead
+    resampler = av.audio.resampler.AudioResampler(format="s16", layout=layout, rate=SAMPLE_RATE)
     total = 0
+
+    def resample(frame):
+        try:
+            return resampler.resample(frame)
+        except av.error.ArgumentError:
+            # FFmpeg mixes down only the layouts it knows; a WAV without a channel mask has none,
+            # and for counts with no default layout (9, 11, 13, 15, 17-23, 25 and up) no downmix exists
+            if frame is not None and frame.layout.name == f"{frame.layout.nb_channels} channels":
+                raise AudioError(f"has {frame.layout.nb_channels} channels without a channel layout, which cannot be "
+                                 "mixed down to mono", field="audio") from None
+            raise
 
     def take(frames):
         nonlocal total
         for frame in frames:
-            array = frame.to_ndarray()  # (channels, samples), planar
+            array = frame.to_ndarray().reshape(frame.samples, -1).T  # (channels, samples)
             total += array.shape[1]
             if total > max_samples:
                 raise AudioTooLong(f"is longer than the {max_seconds:g} s limit", field="audio")
@@ -142,8 +155,8 @@ def decode_chunks(container, stream, max_samples: int, max_seconds: float, cance
             continue  # a corrupt packet: skip it, as faster-whisper does
         for frame in frames:
             frame.pts = None
-            yield from take(resampler.resample(frame))
-    yield from take(resampler.resample(None))
+            yield from take(resample(frame))
+    yield from take(resample(None))
 
 
 def _decode_stream(container, stream, max_samples: int, max_seconds: float, cancelled: Optional[threading.Event], layout="mono") -> np.ndarray:
