@@ -68,14 +68,15 @@ class Engine:
         job_id: str = "local",
         on_segment: Optional[SegmentCallback] = None,
         cancelled: Optional[threading.Event] = None,
+        timings: Optional[Timings] = None,
     ) -> Transcript:
         """`audio`: samples, or a DecodingAudio still being decoded (a batched job starts on
-        its first seconds; a sequential one waits for all of it)."""
+        its first seconds; a sequential one waits for all of it). `timings`: the job's, whose
+        vad, queue and inference stages this fills (a new one if none); the transcript carries it."""
         self.check(request)
         cancelled = cancelled or threading.Event()
-        timings = Timings()
+        timings = timings if timings is not None else Timings()
         options = request.decoding_options()
-        started = time.perf_counter()
         job = None
         try:
             if request.is_batched:
@@ -107,7 +108,6 @@ class Engine:
             language, probability, speech = info.language, info.language_probability, info.duration_after_vad
             timings.vad = parts.vad_seconds()
             timings.inference = finished - prepared
-        timings.total = finished - started
         return Transcript(
             language=language,
             language_probability=float(probability),
