@@ -177,3 +177,25 @@ def test_text_format_is_the_plain_text_as_a_json_object():
     segment = Segment(id=0, seek=0, start=0.0, end=1.0, text=" Hello there.", tokens=[1], temperature=0.0,
                       avg_logprob=-0.1, compression_ratio=1.0, no_speech_prob=0.0)
     assert openai_output(Transcript("en", 1.0, 1.0, 1.0, [segment]), "text", "transcribe", False) == {"text": "Hello there."}
+
+
+def test_job_metrics_reads_every_stage_and_the_total_from_the_one_timings():
+    from types import SimpleNamespace
+
+    from worker.formats import job_metrics
+    from worker.transcript import Timings
+
+    timings = Timings(download=0.12345, decode=0.5, vad=0.25, queue=0.0625, inference=2.0, diarize=1.5, total=3.7310)
+    model = SimpleNamespace(name="tiny.en", compute_type="int8", device="cpu")
+    request = SimpleNamespace(diarize=False, is_batched=True, batch_size=8)
+    metrics = job_metrics(request, TRANSCRIPT, timings, model, "abc")
+    assert metrics == {
+        "download_seconds": 0.1235, "decode_seconds": 0.5, "vad_seconds": 0.25, "queue_seconds": 0.0625,
+        "inference_seconds": 2.0, "total_seconds": 3.731, "audio_seconds": 3731.0, "real_time_factor": 0.001,
+        "mode": "batched", "batch_size": 8, "model": "tiny.en", "compute_type": "int8", "device": "cpu", "image_revision": "abc",
+    }
+    diarized = job_metrics(SimpleNamespace(diarize=True, is_batched=False, batch_size=1), TRANSCRIPT, timings, model, None)
+    assert list(diarized) == [*list(metrics)[:8], "diarize_seconds", *list(metrics)[8:]]
+    assert (diarized["diarize_seconds"], diarized["mode"], diarized["image_revision"]) == (1.5, "sequential", None)
+    silent = Transcript(language="en", language_probability=1.0, duration=0.0, duration_after_vad=0.0)
+    assert job_metrics(request, silent, timings, model, "abc")["real_time_factor"] is None

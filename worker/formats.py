@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Iterable, List, Optional
 
-from .transcript import Segment, Transcript, word_dict
+from .transcript import Segment, Timings, Transcript, word_dict
 
 
 def timestamp(seconds: float, decimal: str) -> str:
@@ -118,21 +118,20 @@ def openai_output(transcript: Transcript, response_format: str, task: str, with_
     return output
 
 
-def job_metrics(request, transcript: Transcript, timings, total: float, model, image_revision: str) -> dict:
-    """The `metrics` of every response: seconds per stage (download and decode from `timings`, the
-    rest from the engine's), the model and the image that answered."""
-    engine = transcript.timings
+def job_metrics(request, transcript: Transcript, timings: Timings, model, image_revision: str) -> dict:
+    """The `metrics` of every response: seconds per stage and in all from the job's `timings`,
+    the model and the image that answered."""
     audio_seconds = transcript.duration
     return {
         "download_seconds": round(timings.download, 4),
         "decode_seconds": round(timings.decode, 4),
-        "vad_seconds": round(engine.vad, 4),
-        "queue_seconds": round(engine.queue, 4),
-        "inference_seconds": round(engine.inference, 4),
-        "total_seconds": round(total, 4),
+        "vad_seconds": round(timings.vad, 4),
+        "queue_seconds": round(timings.queue, 4),
+        "inference_seconds": round(timings.inference, 4),
+        "total_seconds": round(timings.total, 4),
         "audio_seconds": round(audio_seconds, 3),
-        "real_time_factor": round(total / audio_seconds, 5) if audio_seconds else None,
-        **({"diarize_seconds": round(engine.diarize, 4)} if request.diarize else {}),
+        "real_time_factor": round(timings.total / audio_seconds, 5) if audio_seconds else None,
+        **({"diarize_seconds": round(timings.diarize, 4)} if request.diarize else {}),
         "mode": "batched" if request.is_batched else "sequential",
         "batch_size": request.batch_size,
         "model": model.name,

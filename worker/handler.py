@@ -95,7 +95,9 @@ class Service:
     # -- the job itself (runs in a worker thread) -----------------------------------------
     def process(self, job: dict, on_segment=None, cancelled: Optional[threading.Event] = None, upload: Optional[str] = None) -> dict:
         """One job, start to end. `upload`: the path of an uploaded file holding the audio (the
-        OpenAI server mode); otherwise the input names it."""
+        OpenAI server mode); otherwise the input names it. One Timings goes through the job: the
+        sources fill download and decode, the engine vad, queue and inference, diarization its
+        own; the total is taken once, at the end, for both the log line and the metrics."""
         job_id = str(job.get("id", "local")) if isinstance(job, dict) else "local"
         started = time.perf_counter()
         timings = Timings()
@@ -104,7 +106,6 @@ class Service:
         audio = None
         streaming = False
         outcome = "crashed"  # stays so only if a bug escapes
-        engine_timings = Timings()
         try:
             request = parse_request(job.get("input") if isinstance(job, dict) else None, self.settings, uploaded=upload is not None)
             source = "upload" if upload is not None else describe(request)
@@ -120,21 +121,20 @@ class Service:
                 audio = self.sources.load(request, timings, cancelled, channels, streaming)
             report = self._progress_reporter(job, on_segment)
             if request.multichannel:
-                transcript = self._by_channel(audio, request, job_id, cancelled)
+                transcript = self._by_channel(audio, request, job_id, cancelled, timings)
             elif request.diarize:
-                transcript = self._diarized(audio, request, job_id, report, cancelled)
+                transcript = self._diarized(audio, request, job_id, report, cancelled, timings)
             else:
-                transcript = self.engine.transcribe(audio, request, job_id, report, cancelled)
+                transcript = self.engine.transcribe(audio, request, job_id, report, cancelled, timings)
             if streaming:
                 timings.decode = audio.seconds
                 audio = audio.result()
                 streaming = False
             audio_seconds = audio.shape[-1] / SAMPLE_RATE
-            engine_timings = transcript.timings
             translation = None
-            if request.legacy and request.legacy.translate:
+            if request.legacy and request.legacy.translate:  # a second pass, not in the job's stages
                 translation = self.engine.transcribe(audio, request.model_copy(update={"task": "translate"}), job_id, None, cancelled)
-            output = self._output(request, transcript, translation, timings, started)
+            output = self._output(request, transcript, translation)
             outcome = "ok"
         except WorkerError as exc:
             output = exc.to_response()
@@ -142,23 +142,29 @@ class Service:
         finally:
             if streaming and audio is not None:
                 audio.close()  # the job failed while its audio was still decoding
-            total = time.perf_counter() - started
+            timings.total = time.perf_counter() - started
             log.info(
                 "job=%s outcome=%s source=%s audio_s=%.2f download_s=%.3f decode_s=%.3f vad_s=%.3f queue_s=%.3f inference_s=%.3f total_s=%.3f",
                 job_id, outcome, source, audio_seconds, timings.download, timings.decode,
-                engine_timings.vad, engine_timings.queue, engine_timings.inference, total,
+                timings.vad, timings.queue, timings.inference, timings.total,
             )
+        if outcome == "ok":
+            output["metrics"] = job_metrics(request, transcript, timings, self.engine.model, self.settings.image_revision)
         return output
 
-    def _by_channel(self, audio: np.ndarray, request: TranscriptionRequest, job_id: str, cancelled) -> Transcript:
-        """Each channel transcribed on its own, at once (batched jobs share device batches)."""
+    def _by_channel(self, audio: np.ndarray, request: TranscriptionRequest, job_id: str, cancelled, timings: Timings) -> Transcript:
+        """Each channel transcribed on its own, at once (batched jobs share device batches), each
+        timed apart; the job's engine stages are those of the channel the merge takes as the main
+        one (the one with the most speech)."""
         with ThreadPoolExecutor(max_workers=len(audio), thread_name_prefix="whisper-channel") as pool:
             futures = [pool.submit(self.engine.transcribe, np.ascontiguousarray(channel), request, f"{job_id}/{number}", None, cancelled)
                        for number, channel in enumerate(audio, start=1)]
             transcripts = [future.result() for future in futures]
-        return speakers.by_channel(transcripts, audio)
+        merged = speakers.by_channel(transcripts, audio)
+        timings.vad, timings.queue, timings.inference = merged.timings.vad, merged.timings.queue, merged.timings.inference
+        return merged
 
-    def _diarized(self, audio: np.ndarray, request: TranscriptionRequest, job_id: str, report, cancelled) -> Transcript:
+    def _diarized(self, audio: np.ndarray, request: TranscriptionRequest, job_id: str, report, cancelled, timings: Timings) -> Transcript:
         """Diarization runs beside the transcription; words are timed (whether or not the
         output shows them) so that a segment can be split where the speaker changes."""
         low = request.min_speakers or 1
@@ -167,13 +173,13 @@ class Service:
                       for index, known in enumerate(request.known_speakers or [])]
         diarization = self.diarization().start(audio, count, references, cancelled)
         try:
-            transcript = self.engine.transcribe(audio, request.model_copy(update={"word_timestamps": True}), job_id, report, cancelled)
+            transcript = self.engine.transcribe(audio, request.model_copy(update={"word_timestamps": True}), job_id, report, cancelled, timings)
         except BaseException:
             diarization.cancel()  # drops it if still queued; a started one finishes or sees `cancelled`
             raise
         turns, names, seconds = diarization.result()  # may still be queued behind another job's: wait
+        timings.diarize = seconds
         transcript = speakers.attribute(transcript, turns, names)
-        transcript.timings.diarize = seconds
         if not request.word_timestamps:
             for segment in transcript.segments:
                 segment.words = None
@@ -208,17 +214,14 @@ class Service:
 
         return report
 
-    def _output(self, request: TranscriptionRequest, transcript: Transcript, translation: Optional[Transcript], timings: Timings, started: float) -> dict:
+    def _output(self, request: TranscriptionRequest, transcript: Transcript, translation: Optional[Transcript]) -> dict:
         model = self.engine.model
         if request.legacy:
-            output = legacy_output(
+            return legacy_output(
                 transcript, request.legacy.transcription, translation, request.legacy.translation,
                 request.word_timestamps, model.device, model.name, request.subtitle_layout,
             )
-        else:
-            output = openai_output(transcript, request.response_format, request.task, request.word_timestamps, request.subtitle_layout)
-        output["metrics"] = job_metrics(request, transcript, timings, time.perf_counter() - started, model, self.settings.image_revision)
-        return output
+        return openai_output(transcript, request.response_format, request.task, request.word_timestamps, request.subtitle_layout)
 
 
 def _segment_event(segment: Segment) -> dict:

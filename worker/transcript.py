@@ -48,7 +48,9 @@ class SpeakerTime:
 
 @dataclass
 class Timings:
-    """Seconds spent in each stage of one job (wall clock)."""
+    """Seconds spent in each stage of one job (wall clock): one per job, filled as it goes
+    (download and decode by its sources, vad, queue and inference by the engine, diarize beside
+    them), read by the log line and the response's metrics."""
 
     download: float = 0.0
     decode: float = 0.0
@@ -56,7 +58,7 @@ class Timings:
     queue: float = 0.0
     inference: float = 0.0
     diarize: float = 0.0  # beside the transcription, so not part of the sum
-    total: float = 0.0
+    total: float = 0.0  # the whole job, taken once when it ends
 
 
 @dataclass
