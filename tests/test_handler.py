@@ -287,7 +287,7 @@ class FakeRunPodAPI(http.server.BaseHTTPRequestHandler):
 def test_the_production_job_loop_takes_jobs_by_the_concurrency_and_posts_progress(tiny_en_dir, data_dir, tmp_path):
     """`python -m worker` against a stand-in for RunPod's job API: the SDK's loop asks for
     WHISPER_CONCURRENCY jobs at once and runs them side by side (the short job, second in line,
-    finishes first), and a long job's progress updates reach the API before its result."""
+    finishes first), and a long job's progress updates reach the API in order, before its result."""
     from helpers import wait_until
 
     jobs = [{"id": "long", "input": {"audio": str(data_dir / "long/silero_test.wav"), "batch_size": 1}},
@@ -325,9 +325,105 @@ def test_the_production_job_loop_takes_jobs_by_the_concurrency_and_posts_progres
     assert order == ["short", "long"]  # side by side: the short job did not wait for the long one
     assert wer(JFK, finals()["short"]["output"]["text"]) < 0.1
     assert finals()["long"]["output"]["duration"] == 60.0
-    # The SDK's progress_update posts each update from a thread of its own, so updates can arrive
-    # out of order (seen here); what the worker sent is checked in the order it sent them.
-    progress = sorted((body["output"] for job_id, _, body in posts if job_id == "long" and body.get("status") == "IN_PROGRESS"),
-                      key=lambda p: p["segments"])
+    # The updates leave one at a time (the SDK's progress_update had posted each from a thread of
+    # its own, and they arrived out of order): they arrive in the order sent, before the result.
+    arrived = [body["output"] for job_id, _, body in posts if job_id == "long" and body.get("status") == "IN_PROGRESS"]
+    progress = sorted(arrived, key=lambda p: p["segments"])
     assert len(progress) >= 2 and [p["progress"] for p in progress] == sorted(p["progress"] for p in progress)
     assert 0 < progress[-1]["progress"] <= 1 and progress[-1]["segments"] < len(finals()["long"]["output"]["segments"]) + 1
+    assert arrived == progress
+    result_at = next(index for index, (job_id, _, body) in enumerate(posts) if job_id == "long" and body.get("status") != "IN_PROGRESS")
+    assert all(index < result_at for index, (job_id, _, body) in enumerate(posts) if job_id == "long" and body.get("status") == "IN_PROGRESS")
+
+
+class _ReportingEngine:
+    """An engine that reports five segments at once (no decoding), for the progress path alone."""
+
+    model = type("Model", (), {"name": "fake", "compute_type": "int8", "device": "cpu"})()
+
+    def __init__(self, first_taken=None):
+        self.reported = threading.Event()
+        self.first_taken = first_taken  # if given, set by the sink: the engine goes on once it is
+
+    def check(self, request):
+        pass
+
+    def transcribe(self, audio, request, job_id="local", on_segment=None, cancelled=None, timings=None):
+        from worker.transcript import Segment, Transcript
+
+        segments = [Segment(id=i, seek=0, start=2.0 * i, end=2.0 * i + 2, text=f" part {i}.", tokens=[1], temperature=0.0,
+                            avg_logprob=-0.1, compression_ratio=1.0, no_speech_prob=0.0) for i in range(5)]
+        for segment in segments:
+            on_segment(segment, (segment.id + 1) / 5)
+            if self.first_taken is not None:
+                assert self.first_taken.wait(10)
+            time.sleep(0.02)  # the SDK's old thread per update has started before the next
+        self.reported.set()
+        return Transcript(language="en", language_probability=1.0, duration=10.0, duration_after_vad=10.0, segments=segments)
+
+
+def test_progress_updates_reach_runpod_in_order_when_the_first_post_is_slow(data_dir, monkeypatch):
+    """The production wiring (`python -m worker` on RunPod): each job's updates leave one at a
+    time in the order made (while one is posted only the latest waiting is kept), so a slow first
+    post cannot be overtaken by later ones, and the last update is posted before the job returns.
+    The SDK's progress_update had posted each update from a thread of its own."""
+    import runpod
+    from runpod.serverless.modules import rp_progress
+
+    from helpers import wait_until
+    import worker.__main__ as entry_point
+    from worker import handler as entry
+
+    engine = _ReportingEngine()
+    built = {}
+    posts, entered, lock = [], [], threading.Lock()
+
+    async def send_result(session, job_data, job):  # the SDK's HTTP post, the first one slow
+        with lock:
+            entered.append(job_data["output"])
+            first = len(entered) == 1
+        if first:
+            await asyncio.get_running_loop().run_in_executor(None, engine.reported.wait, 10)
+        with lock:
+            posts.append((job["id"], job_data["status"], job_data["output"], time.monotonic()))
+
+    monkeypatch.setattr(rp_progress, "send_result", send_result)
+    monkeypatch.setattr(runpod.serverless, "start", lambda config: None)
+    monkeypatch.setattr(entry_point, "configure_logging", lambda settings: None)
+    monkeypatch.setattr(entry_point, "hub_follows_settings", lambda settings: None)
+    monkeypatch.setattr(entry.Service, "from_settings",
+                        staticmethod(lambda settings, progress: built.setdefault("service", entry.Service(settings, engine, progress))))
+    monkeypatch.setenv("RUNPOD_WEBHOOK_POST_OUTPUT", "http://127.0.0.1:9/job-done/$RUNPOD_POD_ID/$ID")
+    monkeypatch.setenv("WHISPER_ALLOW_LOCAL_FILES", "true")
+    try:
+        assert entry_point.main() == 0
+        output = asyncio.run(entry.handler({"id": "slow-first", "input": {"audio": str(data_dir / "jfk.flac"), "batch_size": 1}}))
+        returned = time.monotonic()
+    finally:
+        entry.set_service(None)
+        if "service" in built:
+            built["service"]._threads.shutdown(wait=False)
+    assert len(output["segments"]) == 5
+    assert wait_until(lambda: len(posts) == len(entered), timeout=15)  # every post begun has ended
+    shares = [payload["progress"] for _, _, payload, _ in posts]
+    assert {(job_id, status) for job_id, status, _, _ in posts} == {("slow-first", "IN_PROGRESS")}
+    assert shares == sorted(set(shares)), shares  # in the order made, none twice
+    assert shares[-1] == 1.0 and posts[-1][2]["segments"] == 5  # the last update made is posted
+    assert all(at <= returned for *_, at in posts)  # before the job's result
+
+
+def test_a_progress_post_that_fails_loses_that_update_only(data_dir, tiny_service, caplog):
+    calls, first_taken = [], threading.Event()
+
+    def sink(job, payload):
+        calls.append(payload["progress"])
+        first_taken.set()
+        if len(calls) == 1:
+            raise ConnectionError("the job API is away")
+
+    settings = dataclasses.replace(tiny_service.settings, allow_local_files=True)
+    service = Service(settings, _ReportingEngine(first_taken), progress=sink)
+    with caplog.at_level(logging.WARNING, logger="worker.jobs"):
+        output = service.process({"id": "p-fail", "input": {"audio": str(data_dir / "jfk.flac"), "batch_size": 1}})
+    assert len(output["segments"]) == 5 and calls[0] == 0.2 and calls[-1] == 1.0 and calls == sorted(set(calls))
+    assert any("job=p-fail progress update not sent" in record.getMessage() for record in caplog.records)

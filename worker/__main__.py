@@ -35,6 +35,15 @@ def hub_follows_settings(settings: Settings) -> None:
         constants.HF_HUB_OFFLINE = offline
 
 
+def post_progress(job: dict, progress: dict) -> None:
+    """One progress update posted to RunPod's job API on the caller's thread (the job's
+    ProgressSender, which keeps its updates in order). The SDK's progress_update makes the same
+    post from a new thread per update, and those overtake each other."""
+    from runpod.serverless.modules import rp_progress
+
+    rp_progress._thread_target(job, progress)  # progress_update's body, without its thread
+
+
 def main() -> int:
     try:
         settings = Settings.from_env()
@@ -49,7 +58,7 @@ def main() -> int:
         openai_api.serve(settings, lambda: entry.Service.from_settings(settings))
         return 0
     # Progress updates post to RunPod's job API, which exists only on RunPod itself.
-    progress = runpod.serverless.progress_update if os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT") else None
+    progress = post_progress if os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT") else None
     try:
         service = entry.Service.from_settings(settings, progress)
     except ModelError as exc:

@@ -34,8 +34,9 @@ from .transcript import Segment, Timings, Transcript, word_dict
 
 log = logging.getLogger("worker.jobs")
 
-ProgressSink = Callable[[dict, dict], None]  # (job, progress payload)
+ProgressSink = Callable[[dict, dict], None]  # (job, progress payload); may block while it posts
 PROGRESS_EVERY_SECONDS = 5.0
+PROGRESS_FLUSH_SECONDS = 5.0  # at most this long a finished job waits for its last update to be posted
 
 
 class Service:
@@ -106,6 +107,7 @@ class Service:
         audio = None
         streaming = False
         outcome = "crashed"  # stays so only if a bug escapes
+        progress = ProgressSender(self.progress, job) if self.progress is not None else None
         try:
             request = parse_request(job.get("input") if isinstance(job, dict) else None, self.settings, uploaded=upload is not None)
             source = "upload" if upload is not None else describe(request)
@@ -119,7 +121,7 @@ class Service:
                 audio = self.sources.decode(upload, timings, cancelled, channels, streaming)
             else:
                 audio = self.sources.load(request, timings, cancelled, channels, streaming)
-            report = self._progress_reporter(job, on_segment)
+            report = _progress_reporter(progress, on_segment)
             if request.multichannel:
                 transcript = self._by_channel(audio, request, job_id, cancelled, timings)
             elif request.diarize:
@@ -142,6 +144,8 @@ class Service:
         finally:
             if streaming and audio is not None:
                 audio.close()  # the job failed while its audio was still decoding
+            if progress is not None:
+                progress.close(PROGRESS_FLUSH_SECONDS)  # no update arrives after the result
             timings.total = time.perf_counter() - started
             log.info(
                 "job=%s outcome=%s source=%s audio_s=%.2f download_s=%.3f decode_s=%.3f vad_s=%.3f queue_s=%.3f inference_s=%.3f total_s=%.3f",
@@ -199,21 +203,6 @@ class Service:
         except WorkerError as exc:
             raise type(exc)(exc.message, field=f"known_speakers[{index}].audio") from None
 
-    def _progress_reporter(self, job: dict, on_segment):
-        if self.progress is None:
-            return on_segment
-        last = {"at": 0.0, "done": 0.0}
-
-        def report(segment: Segment, done: float) -> None:
-            if on_segment is not None:
-                on_segment(segment, done)
-            now = time.monotonic()
-            if now - last["at"] >= PROGRESS_EVERY_SECONDS or done - last["done"] >= 0.1:
-                last.update(at=now, done=done)
-                self.progress(job, {"progress": round(done, 3), "segments": segment.id + 1})
-
-        return report
-
     def _output(self, request: TranscriptionRequest, transcript: Transcript, translation: Optional[Transcript]) -> dict:
         model = self.engine.model
         if request.legacy:
@@ -222,6 +211,69 @@ class Service:
                 request.word_timestamps, model.device, model.name, request.subtitle_layout,
             )
         return openai_output(transcript, request.response_format, request.task, request.word_timestamps, request.subtitle_layout)
+
+
+class ProgressSender:
+    """One job's progress updates, handed to the sink one at a time in the order they were made,
+    from a thread of the job's own: a slow post neither holds up the decoding nor is overtaken by
+    a later update (RunPod shows the last update it received). While one is being posted only the
+    latest waiting update is kept. `close` lets the last waiting update go and waits for the
+    posts to end, for at most `timeout` seconds."""
+
+    def __init__(self, sink: ProgressSink, job: dict):
+        self._sink, self._job = sink, job
+        self._changed = threading.Condition()
+        self._waiting: Optional[dict] = None
+        self._closed = False
+        self._thread: Optional[threading.Thread] = None
+
+    def send(self, payload: dict) -> None:
+        with self._changed:
+            if self._closed:
+                return
+            self._waiting = payload  # replaces one not yet posted
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._post_in_order, name="whisper-progress", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def close(self, timeout: float) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def _post_in_order(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._waiting is not None or self._closed)
+                if self._waiting is None:
+                    return
+                payload, self._waiting = self._waiting, None
+            try:
+                self._sink(self._job, payload)
+            except Exception:  # noqa: BLE001 - a lost update must not end the job or the later ones
+                log.warning("job=%s progress update not sent", self._job.get("id"), exc_info=True)
+
+
+def _progress_reporter(progress: Optional[ProgressSender], on_segment):
+    """The engine's segment callback: streaming events, and a progress update every
+    PROGRESS_EVERY_SECONDS or 10 % of the audio."""
+    if progress is None:
+        return on_segment
+    last = {"at": 0.0, "done": 0.0}
+
+    def report(segment: Segment, done: float) -> None:
+        if on_segment is not None:
+            on_segment(segment, done)
+        now = time.monotonic()
+        if now - last["at"] >= PROGRESS_EVERY_SECONDS or done - last["done"] >= 0.1:
+            last.update(at=now, done=done)
+            progress.send({"progress": round(done, 3), "segments": segment.id + 1})
+
+    return report
 
 
 def _segment_event(segment: Segment) -> dict:
