@@ -151,6 +151,10 @@ class _ScheduledDevice:
     def done(self, request) -> bool:
         return request.future.done()
 
+    def when_done(self, request, callback) -> None:
+        """Call `callback()` once the request has ended (at once if it has)."""
+        request.future.add_done_callback(lambda _future: callback())
+
     @property
     def inference_seconds(self) -> float:
         return sum(self._batches.values())

@@ -20,11 +20,11 @@ has no no-speech threshold. The rules here:
 
 from __future__ import annotations
 
-import queue
 import threading
 import zlib
+from collections import deque
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -195,6 +195,9 @@ class _Now:
     def done(self, handle) -> bool:
         return True
 
+    def when_done(self, handle, callback: Callable[[], None]) -> None:
+        callback()
+
     def cancel(self, handle) -> None:
         pass
 
@@ -210,20 +213,63 @@ class _Stop:
         return self.own.is_set() or self.cancelled.is_set()
 
 
+class _Inbox:
+    """What the job thread waits for: chunks the feeder sent (windows, inputs, device handle),
+    then None (no more) or the feeder's exception; and a poke whenever a device request ends."""
+
+    def __init__(self):
+        self._items: deque = deque()
+        self._cond = threading.Condition()
+        self._poked = False
+
+    def put(self, item) -> None:
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify()
+
+    def poke(self) -> None:
+        with self._cond:
+            self._poked = True
+            self._cond.notify()
+
+    def wait(self, timeout: float) -> None:
+        """Until an item or a poke came since the last take (or `timeout` seconds)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._items or self._poked, timeout)
+
+    def take_all(self) -> list:
+        with self._cond:
+            items, self._items, self._poked = list(self._items), deque(), False
+        return items
+
+
+@dataclass(eq=False)
+class _Decoding:
+    """One window on its way through the device: decoded at each temperature in turn until a
+    result passes (sequential decoding's fallback); then, if the model stopped before speech
+    that is there, its tail is a decoding of its own (`depth` + 1)."""
+
+    window: Window
+    inputs: parts.WindowInput
+    owner: int  # the planned window whose transcript it is part of
+    depth: int = 0  # 0: a planned window; k: a tail k levels down
+    tried: List[parts.WindowOutput] = field(default_factory=list)
+
+
 class BatchedJob:
     """One job's batched decoding, as a pipeline that keeps the device fed:
 
         decode thread (DecodingAudio) -> feeder thread: VAD as samples arrive, windows planned as
         soon as they are final, their features on the host pool, sent to the device at once
-        -> this job's thread (segments()): results in window order, fallbacks and tails sent
-        ahead of other windows, segment splitting and word timing, while the device works on
-        the windows sent after.
+        -> this job's thread (segments()): each result as it ends, its fallback or tail sent
+        at once, segments in window order with word timing, while the device works on the
+        windows sent after.
 
-    At most `in_flight` windows are sent and not yet consumed (memory stays bounded; the
-    feeder waits). The transcript equals the one made window after window: every window is
-    decoded alone (rows are independent), consumed in time order, with its tails after it.
-    `device`: submit(key, windows, context, urgent) -> handle and wait(handle) -> outputs, or a
-    blocking run(key, windows, context)."""
+    At most `in_flight` planned windows are sent and not yet given out (memory stays bounded;
+    the feeder waits). The transcript equals the one made window after window: every window is
+    decoded alone (rows are independent), given out in time order, with its tails after it.
+    `device`: submit(key, windows, context, urgent) -> handle, done(handle), when_done(handle,
+    callback), wait(handle) -> outputs, cancel(handle); or a blocking run(key, windows, context)."""
 
     def __init__(self, whisper, audio, decoding: dict, device, cancelled: Optional[threading.Event],
                  host: Optional[Executor] = None, in_flight: Optional[int] = None):
@@ -256,7 +302,7 @@ class BatchedJob:
         self.plan.language, self.plan.language_probability = self._language()
         self.tokenizer = parts.tokenizer_for(whisper, decoding.get("task", "transcribe"), self.plan.language)
         self.options = parts.batched_options(self.tokenizer, decoding)
-        self._sent: "queue.Queue" = queue.Queue()
+        self._inbox = _Inbox()
 
     # -- planning (the feeder thread, and the first window in the caller's) -----------------
     def _plan_more(self) -> None:
@@ -324,14 +370,14 @@ class BatchedJob:
                     inputs = self._features(chunk)
                     options = parts.at_temperature(self.options, self.options.temperatures[0])
                     handle = self.device.submit(parts.batching_key(self.tokenizer, options), inputs, (self.tokenizer, options))
-                    self._sent.put((chunk, inputs, handle))
+                    self._inbox.put((chunk, inputs, handle))
                     sent += len(chunk)
                 if self.planned_all or self.stop.is_set():
                     break
                 self._plan_more()
-            self._sent.put(None)
+            self._inbox.put(None)
         except BaseException as exc:  # noqa: BLE001 - handed to the job's thread
-            self._sent.put(exc)
+            self._inbox.put(exc)
 
     def _features(self, windows: List[Window]) -> List[parts.WindowInput]:
         compute = lambda w: parts.window_features(self.whisper, self.audio.view(w.start, w.end))  # noqa: E731
@@ -341,64 +387,96 @@ class BatchedJob:
 
     # -- consuming (the job's thread) -------------------------------------------------------
     def segments(self) -> Iterator[Segment]:
+        """Segments in time order. The job's thread never waits on one request: whenever any
+        of its requests ends, it sends what follows (the next temperature for a window that
+        failed, the tail the model left out), so the follow-ups of many windows gather in the
+        device queue and share batches; a planned window's segments are given out once it and
+        its tails are final. Each window's result is its own (rows are independent), so this
+        equals decoding window after window."""
         feeder = threading.Thread(target=self._feed, name="whisper-feed", daemon=True)
         feeder.start()
         last_speech = 0.0
+        planned: List[Window] = []
+        final: List[List[Tuple[int, Window, parts.WindowOutput]]] = []  # per planned window: (depth, window, output)
+        unresolved: List[int] = []  # per planned window: its decodings not final yet
+        waiting: dict = {}  # id(handle) -> (handle, decodings)
+        given = 0  # planned windows whose segments were given out
+        fed_all = False
         try:
-            while True:
-                item = self._next_sent()
-                if item is None:
-                    break
-                group = [item]  # this chunk and every later one already decoded: one round trip for their tails
-                while len(group) < 64:
-                    with self._sent.mutex:
-                        following = self._sent.queue[0] if self._sent.queue else None
-                    if not isinstance(following, tuple) or not self.device.done(following[2]):
-                        break
-                    group.append(self._sent.get())
-                windows, inputs, outputs = [], [], []
-                for chunk, chunk_inputs, handle in group:
-                    windows += chunk
-                    inputs += chunk_inputs
-                    outputs += self.device.wait(handle)
-                for output in outputs:
-                    output.temperature = self.options.temperatures[0]
-                decoded = list(zip(windows, self._fallback(inputs, outputs)))
-                fresh = decoded
-                for _ in range(TAIL_ROUNDS):
-                    tails = [tail for tail_window, tail_output in fresh if (tail := self._tail(tail_window, tail_output)) is not None]
-                    if not tails:
-                        break
-                    fresh = self._decode(tails)
-                    decoded += fresh
-                decoded.sort(key=lambda item: item[0].start)
-                for window in windows:  # in time order, each with its tails after it
-                    own = [(w, o) for w, o in decoded if window.start <= w.start < window.end]
-                    last_speech, segments = self._window_segments(own, last_speech)
-                    yield from segments
+            while not (fed_all and given == len(planned)):
+                for item in self._inbox.take_all():
+                    if isinstance(item, BaseException):
+                        raise item
+                    if item is None:
+                        fed_all = True
+                        continue
+                    chunk, inputs, handle = item
+                    decodings = []
+                    for window, window_inputs in zip(chunk, inputs):
+                        decodings.append(_Decoding(window, window_inputs, owner=len(planned)))
+                        planned.append(window)
+                        final.append([])
+                        unresolved.append(1)
+                    self._watch(waiting, handle, decodings)
+                follow: dict = {}  # temperature index -> decodings to send
+                for key in [key for key, (handle, _) in waiting.items() if self.device.done(handle)]:
+                    handle, decodings = waiting.pop(key)
+                    for decoding, output in zip(decodings, self.device.wait(handle)):
+                        output.temperature = self.options.temperatures[len(decoding.tried)]
+                        decoding.tried.append(output)
+                        self._advance(decoding, follow, final, unresolved)
+                self._send(follow, waiting)
+                while given < len(planned) and unresolved[given] == 0:
+                    own = sorted(final[given], key=lambda item: (item[1].start, item[0]))
+                    last_speech, segments = self._window_segments([(w, o) for _, w, o in own], last_speech)
+                    final[given] = []
+                    given += 1
                     self.in_flight.release()
+                    yield from segments
+                if fed_all and given == len(planned):
+                    break
+                self._inbox.wait(0.1)
+                if self.cancelled.is_set():
+                    raise Cancelled("job cancelled")
         finally:
             self.stop.own.set()  # done, failed or abandoned: the feeder stops, queued windows are dropped
             feeder.join(timeout=5)
-            while True:
-                try:
-                    item = self._sent.get_nowait()
-                except queue.Empty:
-                    break
+            for item in self._inbox.take_all():
                 if isinstance(item, tuple):
                     self.device.cancel(item[2])
+            for handle, _ in waiting.values():
+                self.device.cancel(handle)
 
-    def _next_sent(self):
-        while True:
-            try:
-                item = self._sent.get(timeout=0.1)
-            except queue.Empty:
-                if self.cancelled.is_set():
-                    raise Cancelled("job cancelled")
-                continue
-            if isinstance(item, BaseException):
-                raise item
-            return item
+    def _watch(self, waiting: dict, handle, decodings: List[_Decoding]) -> None:
+        waiting[id(handle)] = (handle, decodings)
+        self.device.when_done(handle, self._inbox.poke)
+
+    def _advance(self, decoding: _Decoding, follow: dict, final: list, unresolved: list) -> None:
+        """After a decoding's latest result: the next temperature, or final (and its tail sent)."""
+        if len(decoding.tried) < len(self.options.temperatures) and self._needs_fallback(decoding.tried[-1]):
+            follow.setdefault(len(decoding.tried), []).append(decoding)
+            return
+        output = self._best(decoding.tried)
+        final[decoding.owner].append((decoding.depth, decoding.window, output))
+        unresolved[decoding.owner] -= 1
+        tail = self._tail(decoding.window, output) if decoding.depth < TAIL_ROUNDS else None
+        if tail is not None:
+            unresolved[decoding.owner] += 1
+            follow.setdefault(0, []).append(_Decoding(tail, None, owner=decoding.owner, depth=decoding.depth + 1))
+
+    def _send(self, follow: dict, waiting: dict) -> None:
+        """One request per temperature. Tails (the first temperature) go ahead of the job's
+        other windows, whose batches they share; fallbacks queue behind, so that those of later
+        windows join them before their turn and a fallback round costs one batch, not one per
+        window."""
+        for index, decodings in sorted(follow.items()):
+            fresh = [d for d in decodings if d.inputs is None]
+            for decoding, inputs in zip(fresh, self._features([d.window for d in fresh])):
+                decoding.inputs = inputs
+            options = parts.at_temperature(self.options, self.options.temperatures[index])
+            handle = self.device.submit(parts.batching_key(self.tokenizer, options), [d.inputs for d in decodings],
+                                        (self.tokenizer, options), urgent=index == 0)
+            self._watch(waiting, handle, decodings)
 
     def _window_segments(self, decoded, last_speech: float) -> Tuple[float, List[Segment]]:
         per_window, alignments = [], []
@@ -411,34 +489,6 @@ class BatchedJob:
             last_speech = parts.add_word_timestamps(self.whisper, per_window, alignments, self.tokenizer, self.options, last_speech)
         segments = [segment for pieces in per_window for piece in pieces if (segment := self._segment(piece)) is not None]
         return last_speech, segments
-
-    def _decode(self, windows: List[Window]) -> List[Tuple[Window, parts.WindowOutput]]:
-        """Decode windows the job is waiting for (tails), at the first temperature and then
-        falling back, sent ahead of the job's other windows."""
-        inputs = self._features(windows)
-        return list(zip(windows, self._fallback(inputs, self._generate(inputs, self.options.temperatures[0]))))
-
-    def _fallback(self, inputs: List[parts.WindowInput], outputs: List[parts.WindowOutput]) -> List[parts.WindowOutput]:
-        """Windows that fail (a loop, or a low average log-probability, on audio that is not
-        silent) are decoded again at each next temperature, all of a round in one request, as
-        sequential decoding falls back. A window that never passes keeps its most probable
-        result that did not loop."""
-        tried = [[output] for output in outputs]
-        for temperature in self.options.temperatures[1:]:
-            failing = [i for i, outputs in enumerate(tried) if self._needs_fallback(outputs[-1])]
-            if not failing:
-                break
-            for index, output in zip(failing, self._generate([inputs[i] for i in failing], temperature)):
-                tried[index].append(output)
-        return [self._best(outputs) for outputs in tried]
-
-    def _generate(self, inputs: List[parts.WindowInput], temperature: float) -> List[parts.WindowOutput]:
-        options = parts.at_temperature(self.options, temperature)
-        handle = self.device.submit(parts.batching_key(self.tokenizer, options), inputs, (self.tokenizer, options), urgent=True)
-        outputs = self.device.wait(handle)
-        for output in outputs:
-            output.temperature = temperature
-        return outputs
 
     def _text(self, output: parts.WindowOutput) -> str:
         return self.tokenizer.decode([t for t in output.tokens if t < self.tokenizer.eot])

@@ -47,8 +47,12 @@ class WindowRequest:
     results: List[Any] = field(default_factory=list)
     enqueued_at: float = field(default_factory=time.monotonic)
     started_at: Optional[float] = None
-    inference_seconds: float = 0.0
     batches: Dict[int, float] = field(default_factory=dict)  # batch number -> its seconds
+
+    @property
+    def inference_seconds(self) -> float:
+        """Seconds of the batches that held this request's windows."""
+        return sum(self.batches.values())
 
     @property
     def size(self) -> int:
@@ -208,7 +212,6 @@ class BatchScheduler:
         for (request, _), output in zip(rows, outputs):
             request.results.append(output)
         for request in {id(r): r for r, _ in rows}.values():
-            request.inference_seconds += elapsed
             request.batches[self.batches_run] = elapsed
             if len(request.results) == request.size:
                 _succeed(request)
