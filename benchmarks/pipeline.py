@@ -188,7 +188,7 @@ class SimulatedDevice:
         with self.lock:  # one device: batches run one after another
             started = time.monotonic()
             time.sleep(self.cost.batch_seconds(len(windows)))
-            self.busy.append((started, time.monotonic()))
+            self.busy.append((started, time.monotonic(), len(windows), float(context[1].temperatures[0])))
             self.windows += len(windows)
         return results
 
@@ -349,7 +349,11 @@ def _run_mix(service, jobs, concurrency: int, device: SimulatedDevice, clock: St
         raise RuntimeError(f"jobs failed: {errors}")
     audio = sum(out["metrics"]["audio_seconds"] for out in outputs.values())
     hours = audio / 3600
-    busy = sum(end - start for start, end in device.busy)
+    busy = sum(end - start for start, end, *_ in device.busy)
+    by_temperature: Dict[str, List[int]] = {}  # temperature -> [batches, windows]: fallback rounds are batches of their own
+    for _, _, size, temperature in device.busy:
+        counts = by_temperature.setdefault(f"{temperature:g}", [0, 0])
+        counts[0], counts[1] = counts[0] + 1, counts[1] + size
     waits = {name: first.at[name] - started_at[name] for name in first.at if name in started_at}
     stages = {stage: round(seconds / hours, 2) for stage, seconds in sorted(clock.seconds.items())}
     stages["all host CPU"] = round(cpu / hours, 2)
@@ -357,6 +361,7 @@ def _run_mix(service, jobs, concurrency: int, device: SimulatedDevice, clock: St
         "jobs": len(jobs), "audio_seconds": round(audio, 1), "wall_seconds": round(wall, 2),
         "throughput": round(audio / wall, 1), "device_busy_share": round(busy / wall, 3) if device.cost else None,
         "device_seconds": round(busy, 2), "device_windows": device.windows, "batches": len(device.busy),
+        "batch_windows": [size for _, _, size, _ in device.busy], "batches_by_temperature": by_temperature,
         "first_window_seconds": {name: round(value, 3) for name, value in sorted(waits.items())},
         "job_seconds": {name: round(ended_at[name] - started_at[name], 2) for name in sorted(ended_at)},
         "host_cpu_seconds_per_audio_hour": stages,
@@ -415,8 +420,9 @@ def summary_rows(label: str, result: dict, long_name: Optional[str]) -> List[lis
         waits = data["first_window_seconds"]
         long_wait = next((v for k, v in waits.items() if long_name and k.endswith(long_name)), None)
         short = sorted(v for k, v in waits.items() if not (long_name and k.endswith(long_name)))
+        per_batch = round(data["device_windows"] / data["batches"], 1) if data["batches"] else None
         rows.append([label, mix, data["jobs"], data["wall_seconds"], data["throughput"], data["device_busy_share"], data["batches"],
-                     long_wait, short[len(short) // 2] if short else None])
+                     per_batch, long_wait, short[len(short) // 2] if short else None])
     return rows
 
 
@@ -432,7 +438,8 @@ def markdown(data: dict) -> str:
     if data.get("baseline"):
         rows += summary_rows(f"baseline {data['baseline_ref']}", data["baseline"], long_name)
     lines.append(report.markdown_table(["worker", "run", "jobs", "wall s", "audio s / wall s (SIMULATED)", "device busy share",
-                                        "batches", "long file: first window s", "short files: median first window s"], rows))
+                                        "batches", "windows per batch", "long file: first window s",
+                                        "short files: median first window s"], rows))
     lines += ["", "Host CPU seconds per audio hour, by stage:", ""]
     stage_rows = []
     for label, result in (("this tree", data["results"]), (f"baseline {data.get('baseline_ref')}", data.get("baseline") or {})):
