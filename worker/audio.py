@@ -18,6 +18,7 @@ import av
 import numpy as np
 
 from .errors import AudioError, AudioTooLong, Cancelled
+from .stopping import AnyEvent
 
 SAMPLE_RATE = 16000
 # FFmpeg is a programmable reader: playlist, concat and session-description demuxers open other
@@ -192,6 +193,7 @@ class DecodingAudio:
         self._max_seconds = max_seconds
         self._cancelled = cancelled
         self._closed = threading.Event()
+        self._stop = AnyEvent(self._closed, cancelled)
         self._cond = threading.Condition()
         self._length = 0
         self._finished = False
@@ -262,7 +264,7 @@ class DecodingAudio:
 
     def is_set(self) -> bool:
         """Whether decoding should stop (the decode loop's cancel check)."""
-        return self._closed.is_set() or (self._cancelled is not None and self._cancelled.is_set())
+        return self._stop.is_set()
 
     def close(self) -> None:
         """Stop decoding (a failed or finished job); a no-op once it has ended."""

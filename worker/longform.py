@@ -32,6 +32,7 @@ import numpy as np
 from . import whisper_parts as parts
 from .audio import SAMPLE_RATE, DecodedAudio
 from .errors import Cancelled
+from .stopping import AnyEvent
 from .transcript import Segment, Word
 
 MAX_WINDOW_S = 30.0
@@ -202,17 +203,6 @@ class _Now:
         pass
 
 
-class _Stop:
-    """Set when the job stops for any reason: its own stop, or the caller's cancel."""
-
-    def __init__(self, cancelled: Optional[threading.Event]):
-        self.cancelled = cancelled or threading.Event()
-        self.own = threading.Event()
-
-    def is_set(self) -> bool:
-        return self.own.is_set() or self.cancelled.is_set()
-
-
 class _Inbox:
     """What the job thread waits for: chunks the feeder sent (windows, inputs, device handle),
     then None (no more) or the feeder's exception; and a poke whenever a device request ends."""
@@ -277,8 +267,9 @@ class BatchedJob:
         self.audio = audio if hasattr(audio, "wait_for") else DecodedAudio(audio)
         self.decoding = decoding
         self.device = device if hasattr(device, "submit") else _Now(device)
-        self.stop = _Stop(cancelled)
-        self.cancelled = self.stop.cancelled
+        self.cancelled = cancelled or threading.Event()
+        self.finished = threading.Event()  # done, failed or abandoned
+        self.stop = AnyEvent(self.finished, self.cancelled)  # what the feeder checks
         self.host = host
         self.batch_size = int(decoding.get("batch_size") or 8)
         self.in_flight = threading.Semaphore(in_flight or 2 * max(self.batch_size, FEED_CHUNK))
@@ -439,7 +430,7 @@ class BatchedJob:
                 if self.cancelled.is_set():
                     raise Cancelled("job cancelled")
         finally:
-            self.stop.own.set()  # done, failed or abandoned: the feeder stops, queued windows are dropped
+            self.finished.set()  # done, failed or abandoned: the feeder stops, queued windows are dropped
             feeder.join(timeout=5)
             for item in self._inbox.take_all():
                 if isinstance(item, tuple):
