@@ -200,7 +200,7 @@ class SimulatedDevice:
 STAGES = [
     ("worker.fetch", "download", "fetch"),
     ("worker.sources", "decode_audio", "decode"),
-    ("worker.audio", "decode_chunks", "decode"),
+    ("worker.audio", "DecodingAudio._decode", "decode"),  # the decode thread, timed once (not per frame: that costs GIL hand-offs)
     ("worker.whisper_parts", "_StreamingSilero.__call__", "vad"),
     ("worker.whisper_parts", "SileroStream.__call__", "vad"),
     ("worker.whisper_parts", "window_features", "features"),

@@ -12,7 +12,7 @@ import contextlib
 import io
 import threading
 import time
-from typing import BinaryIO, Optional, Union
+from typing import BinaryIO, List, Optional, Union
 
 import av
 import numpy as np
@@ -177,6 +177,12 @@ def _decode_stream(container, stream, max_samples: int, max_seconds: float, canc
     return samples[0] if layout == "mono" else samples
 
 
+# Decoded samples are handed to readers in pieces of at least this many (0.25 s), not per codec
+# frame (an MP3 frame at 16 kHz is 36 ms): a reader woken and a numpy conversion per frame cost
+# the pipeline's threads GIL hand-offs, for no reader needs less than a second at a time.
+APPEND_SAMPLES = SAMPLE_RATE // 4
+
+
 class DecodingAudio:
     """Mono samples decoded by a background thread, readable while decoding goes on, so that a
     long file's first windows reach the device seconds after the job starts instead of after the
@@ -217,12 +223,14 @@ class DecodingAudio:
         try:
             with _as_audio_errors():
                 stream = self._container.streams.audio[0]
+                parts, gathered = [], 0
                 for part in decode_chunks(self._container, stream, int(self._max_seconds * SAMPLE_RATE), self._max_seconds, self):
-                    chunk = part[0].astype(np.float32)
-                    chunk *= 1.0 / 32768.0
-                    if chunk.size:
-                        peak = max(peak, float(np.max(np.abs(chunk))))
-                    self._append(chunk)
+                    parts.append(part[0])
+                    gathered += part.shape[1]
+                    if gathered >= APPEND_SAMPLES:
+                        peak = max(peak, self._append(parts))
+                        parts, gathered = [], 0
+                peak = max(peak, self._append(parts))
             _check_signal(self._length, peak)
         except BaseException as exc:  # noqa: BLE001 - handed to the reader
             self._error = exc
@@ -234,7 +242,12 @@ class DecodingAudio:
                 self._finished = True
                 self._cond.notify_all()
 
-    def _append(self, chunk: np.ndarray) -> None:
+    def _append(self, parts: List[np.ndarray]) -> float:
+        """Add decoded int16 parts as float32 samples, readers told once; their peak level."""
+        if not parts:
+            return 0.0
+        chunk = np.concatenate(parts).astype(np.float32)
+        chunk *= 1.0 / 32768.0
         end = self._length + chunk.size
         if end > self._buffer.size:  # the container declared less (or nothing): grow
             grown = np.empty(max(end, 2 * self._buffer.size), dtype=np.float32)
@@ -244,6 +257,7 @@ class DecodingAudio:
         with self._cond:
             self._length = end
             self._cond.notify_all()
+        return float(np.max(np.abs(chunk))) if chunk.size else 0.0
 
     def wait_for(self, samples: int) -> int:
         """Block until `samples` are decoded or decoding ended; the number now available.
