@@ -4,6 +4,7 @@ import asyncio
 import dataclasses
 import errno
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -65,8 +66,11 @@ def test_model_raising_mid_batch_fails_that_job_only(service, run_job, data_dir,
         raise ValueError("simulated CTranslate2 failure")
 
     monkeypatch.setattr(service.engine.scheduler, "_backend", explode)
+    # a sequential job (its own model calls, not the failing batches) runs at the same time
+    beside = ThreadPoolExecutor(1).submit(run_job, service, {"audio": str(data_dir / "jfk.flac"), "batch_size": 1}, "beside")
     with pytest.raises(ValueError, match="simulated"):  # a real bug: the SDK reports it with its trace
         run_job(service, {"audio": str(data_dir / "jfk.flac"), "batch_size": 4})
+    assert wer(JFK, beside.result(timeout=300)["text"]) < 0.1
     monkeypatch.setattr(service.engine.scheduler, "_backend", real)
     assert wer(JFK, run_job(service, {"audio": str(data_dir / "jfk.flac"), "batch_size": 4})["text"]) < 0.1
 
