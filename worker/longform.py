@@ -387,14 +387,13 @@ class BatchedJob:
         feeder = threading.Thread(target=self._feed, name="whisper-feed", daemon=True)
         feeder.start()
         last_speech = 0.0
-        planned: List[Window] = []
-        final: List[List[Tuple[int, Window, parts.WindowOutput]]] = []  # per planned window: (depth, window, output)
+        final: List[List[Tuple[int, Window, parts.WindowOutput]]] = []  # per planned window sent: (depth, window, output)
         unresolved: List[int] = []  # per planned window: its decodings not final yet
         waiting: dict = {}  # id(handle) -> (handle, decodings)
         given = 0  # planned windows whose segments were given out
         fed_all = False
         try:
-            while not (fed_all and given == len(planned)):
+            while True:
                 for item in self._inbox.take_all():
                     if isinstance(item, BaseException):
                         raise item
@@ -404,8 +403,7 @@ class BatchedJob:
                     chunk, inputs, handle = item
                     decodings = []
                     for window, window_inputs in zip(chunk, inputs):
-                        decodings.append(_Decoding(window, window_inputs, owner=len(planned)))
-                        planned.append(window)
+                        decodings.append(_Decoding(window, window_inputs, owner=len(final)))
                         final.append([])
                         unresolved.append(1)
                     self._watch(waiting, handle, decodings)
@@ -417,14 +415,14 @@ class BatchedJob:
                         decoding.tried.append(output)
                         self._advance(decoding, follow, final, unresolved)
                 self._send(follow, waiting)
-                while given < len(planned) and unresolved[given] == 0:
+                while given < len(final) and unresolved[given] == 0:
                     own = sorted(final[given], key=lambda item: (item[1].start, item[0]))
                     last_speech, segments = self._window_segments([(w, o) for _, w, o in own], last_speech)
                     final[given] = []
                     given += 1
                     self.in_flight.release()
                     yield from segments
-                if fed_all and given == len(planned):
+                if fed_all and given == len(final):
                     break
                 self._inbox.wait(0.1)
                 if self.cancelled.is_set():
