@@ -36,10 +36,7 @@ MODULES = {
                 "tests/test_diarize.py::test_diarize_cannot_stream"],
     "fetch": ["tests/test_fetch.py"],
     "formats": ["tests/test_formats.py"],
-    "audio": ["tests/test_audio.py", "tests/test_audio_limits.py",
-              # the streamed decode (DecodingAudio) against the whole-file one; the file's other tests run the model
-              "tests/test_pipeline.py::test_a_streamed_decode_gives_the_samples_of_the_whole_file_decode",
-              "tests/test_pipeline.py::test_a_streamed_decode_refuses_what_the_whole_file_decode_refuses"],
+    "audio": ["tests/test_audio.py", "tests/test_audio_limits.py", "tests/test_audio_streamed.py"],
 }
 TARGET = 85.0
 KILLED = {"killed", "timeout"}

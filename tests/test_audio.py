@@ -91,3 +91,25 @@ def test_more_than_64_channels_are_refused_from_the_header_before_decoding(monke
     assert reached == []
     decode_audio(pcm_wav(tone, 16000, 64), 60)  # 64 passes the check (FFmpeg's downmix then decides)
     assert reached == [64]
+
+
+def test_files_joined_end_to_end_decode_whole_across_a_change_of_rate_and_channels(data_dir, tmp_path):
+    """hotwords.mp3 (44.1 kHz stereo) then multilingual.mp3 (24 kHz mono) in one file, as `cat`
+    joins podcast parts: one resampler refuses the second part's frames ("Frame does not match
+    AudioResampler setup"), so the decode must set up a new one at the join, not fail the job."""
+    first = decode_audio(str(data_dir / "hotwords.mp3"), 3600)
+    second = decode_audio(str(data_dir / "multilingual.mp3"), 3600)
+    joined = tmp_path / "joined.mp3"
+    joined.write_bytes((data_dir / "hotwords.mp3").read_bytes() + (data_dir / "multilingual.mp3").read_bytes())
+    samples = decode_audio(str(joined), 3600)
+    assert abs(samples.size - first.size - second.size) < 0.1 * 16000
+    assert np.array_equal(samples[:first.size - 16000], first[:-16000])  # the first part as decoded alone
+    # the second part is the other file's audio: the join shifts it by under 0.1 s (the second
+    # header's frame), after which the two match sample for sample but for the resampler's phase
+    probe = second[10 * 16000:12 * 16000]
+    rest = samples[first.size - 1600:first.size + 14 * 16000]
+    shift = int(np.argmax(np.correlate(rest, probe, mode="valid"))) - 10 * 16000 - 1600
+    assert 0 <= shift < 1600
+    aligned = samples[first.size + shift:][:second.size]
+    body = slice(16000, aligned.size - 16000)
+    assert np.corrcoef(aligned[body], second[:aligned.size][body])[0, 1] > 0.99

@@ -12,37 +12,11 @@ import pytest
 
 from worker import whisper_parts as parts
 from worker.audio import DecodingAudio, decode_audio
-from worker.errors import AudioError, AudioTooLong
+
 from worker.scheduler import BatchScheduler
 
 OPTION_SETS = [None, {"min_silence_duration_ms": 160}, {"max_speech_duration_s": 5, "speech_pad_ms": 200},
                {"threshold": 0.3, "min_speech_duration_ms": 500, "min_silence_duration_ms": 50}]
-
-
-@pytest.mark.parametrize("name", ["jfk.flac", "long/columbia.wma", "multilingual.mp3", "long/silero_test.wav"])
-def test_a_streamed_decode_gives_the_samples_of_the_whole_file_decode(data_dir, name):
-    path = str(data_dir / name)
-    streamed = DecodingAudio(path, 3600)
-    assert np.array_equal(streamed.result(), decode_audio(path, 3600))
-    assert streamed.seconds > 0
-
-
-def test_a_streamed_decode_refuses_what_the_whole_file_decode_refuses(data_dir, tmp_path):
-    with pytest.raises(AudioTooLong):  # declared in the header: at once
-        DecodingAudio(str(data_dir / "hotwords.mp3"), 1.0)
-    junk = tmp_path / "junk.bin"
-    junk.write_bytes(b"not audio at all" * 100)
-    with pytest.raises(AudioError):
-        DecodingAudio(str(junk), 3600)
-    silent = tmp_path / "silent.wav"
-    import wave
-
-    with wave.open(str(silent), "wb") as out:
-        out.setnchannels(1), out.setsampwidth(2), out.setframerate(16000)
-        out.writeframes(b"\0\0" * 16000)
-    audio = DecodingAudio(str(silent), 3600)
-    with pytest.raises(AudioError, match="silent"):
-        audio.result()
 
 
 @pytest.mark.parametrize("options", OPTION_SETS)

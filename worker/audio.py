@@ -96,12 +96,18 @@ def _check_signal(samples: int, peak: float) -> None:
         raise AudioError("is silent (no signal above -80 dBFS)", field="audio")
 
 
-def _check_declared(container, stream, max_seconds: float) -> None:
-    declared = None
+def _declared_seconds(container, stream) -> Optional[float]:
+    """The duration the header states (the stream's, else the container's); None when it
+    states none, as for a source that cannot seek. It may be wrong: decoding counts anyway."""
     if stream.duration is not None and stream.time_base is not None:
-        declared = float(stream.duration * stream.time_base)
-    elif container.duration is not None:
-        declared = container.duration / av.time_base
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _check_declared(container, stream, max_seconds: float) -> None:
+    declared = _declared_seconds(container, stream)
     if declared is not None and declared > max_seconds:
         raise AudioTooLong(f"is {declared:.0f} s long, over the {max_seconds:g} s limit", field="audio")
     if stream.codec_context is None:
@@ -115,12 +121,25 @@ def decode_chunks(container, stream, max_samples: int, max_seconds: float, cance
     """Yield the stream's samples as (channels, n) int16 arrays at 16 kHz, in order."""
     # packed s16, as faster-whisper asks: PyAV 18 reads past the frame's 8 plane pointers for a
     # planar frame of 8 or more channels (a segfault), so the channels are split here instead
-    resampler = av.audio.resampler.AudioResampler(format="s16", layout=layout, rate=SAMPLE_RATE)
+    resampler, source_shape = None, None
     total = 0
 
     def resample(frame):
+        """The frame at 16 kHz (None: what the resampler still holds). Joined files (two MP3s
+        put together, a broadcast stream) change rate or channels mid-stream, which a resampler
+        refuses: the old one is flushed and a new one set up for the new shape."""
+        nonlocal resampler, source_shape
+        flushed = []
+        if frame is not None:
+            shape = (frame.format.name, frame.layout.name, frame.sample_rate)
+            if shape != source_shape:
+                flushed = resampler.resample(None) if resampler is not None else []
+                resampler = av.audio.resampler.AudioResampler(format="s16", layout=layout, rate=SAMPLE_RATE)
+                source_shape = shape
+        elif resampler is None:
+            return []
         try:
-            return resampler.resample(frame)
+            return flushed + resampler.resample(frame)
         except av.error.ArgumentError:
             # FFmpeg mixes down only the layouts it knows; a WAV without a channel mask has none,
             # and for counts with no default layout (9, 11, 13, 15, 17-23, 25 and up) no downmix exists
@@ -181,6 +200,8 @@ def _decode_stream(container, stream, max_samples: int, max_seconds: float, canc
 # frame (an MP3 frame at 16 kHz is 36 ms): a reader woken and a numpy conversion per frame cost
 # the pipeline's threads GIL hand-offs, for no reader needs less than a second at a time.
 APPEND_SAMPLES = SAMPLE_RATE // 4
+# Room reserved at first for a source that declares no duration; the buffer doubles from there.
+UNDECLARED_GUESS_SECONDS = 60.0
 
 
 class DecodingAudio:
@@ -211,8 +232,11 @@ class DecodingAudio:
         except BaseException:
             source.close()
             raise
-        stream = self._container.streams.audio[0]
-        declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 60.0
+        declared = _declared_seconds(self._container, self._container.streams.audio[0])
+        if declared is None:
+            declared = UNDECLARED_GUESS_SECONDS
+        # room for what the header declares (and a second for rounding), so that a file whose
+        # header is right is never copied while it decodes; one that holds more grows (_append)
         self._buffer = np.empty(int(min(declared, max_seconds) * SAMPLE_RATE) + SAMPLE_RATE, dtype=np.float32)
         self._thread = threading.Thread(target=self._decode, name="whisper-decode", daemon=True)
         self._thread.start()
@@ -287,6 +311,11 @@ class DecodingAudio:
     def view(self, start: int, end: int) -> np.ndarray:
         """Decoded samples [start, end) (already waited for)."""
         return self._buffer[start:end]
+
+    @property
+    def reserved_samples(self) -> int:
+        """Samples the buffer has room for now: the memory the decode holds."""
+        return self._buffer.size
 
     def result(self) -> np.ndarray:
         """All the samples, once decoding is over (its error, if it failed)."""
