@@ -37,6 +37,14 @@ MODULES = {
     "fetch": ["tests/test_fetch.py"],
     "formats": ["tests/test_formats.py"],
     "audio": ["tests/test_audio.py", "tests/test_audio_limits.py", "tests/test_audio_streamed.py"],
+    # BatchedJob with a scripted device, and the model-free tests of test_longform.py (its others
+    # run the model through the whole engine: minutes each)
+    "longform": ["tests/test_longform_job.py"] + [f"tests/test_longform.py::{name}" for name in (
+        "test_text_after_the_last_timestamp_becomes_a_segment_to_the_window_end",
+        "test_every_text_token_is_kept_exactly_once_whatever_the_timestamps",
+        "test_no_timestamps_gives_one_segment_for_the_window", "test_silence_and_hallucination_rules",
+        "test_windows_cover_every_span_within_30_seconds", "test_a_long_span_is_cut_at_its_quietest_moment",
+        "test_a_pause_over_two_seconds_starts_a_new_window", "test_short_windows_always_make_progress")],
 }
 TARGET = 85.0
 KILLED = {"killed", "timeout"}
