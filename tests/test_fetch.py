@@ -739,3 +739,10 @@ def test_a_body_shorter_than_its_declared_length_is_refused_even_when_chunked(sc
     with pytest.raises(DownloadError) as info:
         fetch.download(scripted.url("/chunked-and-sized"), str(tmp_path / "a"), limits())
     assert (str(info.value), info.value.field) == ("audio: connection dropped: got 4 of 100 bytes", "audio")
+
+
+def test_an_error_text_is_cut_at_200_characters_and_marked_only_when_cut():
+    """Signed-URL query strings never reach an error; a text is marked "..." only if something was cut."""
+    assert fetch._scrub("x" * 200) == "x" * 200
+    assert fetch._scrub("x" * 201) == "x" * 200 + "..."
+    assert fetch._scrub("GET https://bucket.example/a.wav?X-Amz-Signature=abc123 failed") == "GET https://bucket.example/a.wav failed"

@@ -234,7 +234,7 @@ _SECRETS = re.compile(r"\?[^\s'\"<>)]*")
 def _scrub(text: str) -> str:
     """An exception's text without query strings (signed-URL secrets) and at most 200 characters."""
     text = _SECRETS.sub("", text)
-    return text if len(text) < 200 else text[:200] + "..."
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def download(url: str, dest_path: str, limits: FetchLimits, cancelled: Optional[threading.Event] = None) -> int:
