@@ -10,7 +10,7 @@ import pytest
 
 from helpers import encode_audio
 from worker import audio as audio_module
-from worker.audio import decode_audio
+from worker.audio import DecodingAudio, decode_audio
 from worker.errors import AudioError, AudioTooLong, Cancelled
 
 TONE = 0.3 * np.sin(2 * np.pi * 440 * np.arange(16000 * 3) / 16000)  # 3 s
@@ -65,6 +65,7 @@ def test_only_the_first_audio_stream_is_decoded():
             samples_by_track[packet.stream.index] += packet.size // 2
         assert samples_by_track == [16000, 32000]  # both tracks are there
     assert decode_audio(buffer.getvalue(), 60).size == 16000
+    assert DecodingAudio(io.BytesIO(buffer.getvalue()), 60).result().size == 16000  # the streamed decode too
 
 
 def test_an_unknown_codec_is_named_as_such():

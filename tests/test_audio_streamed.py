@@ -14,7 +14,7 @@ import wave
 import numpy as np
 import pytest
 
-from worker.audio import SAMPLE_RATE, UNDECLARED_GUESS_SECONDS, DecodingAudio, decode_audio
+from worker.audio import SAMPLE_RATE, UNDECLARED_GUESS_SECONDS, DecodedAudio, DecodingAudio, decode_audio
 from worker.errors import AudioError, AudioTooLong, Cancelled
 
 
@@ -92,13 +92,29 @@ def test_a_streamed_decode_refuses_what_the_whole_file_decode_refuses(data_dir, 
     junk.write_bytes(b"not audio at all" * 100)
     with pytest.raises(AudioError):
         DecodingAudio(str(junk), 3600)
-    silent = tmp_path / "silent.wav"
-    with wave.open(str(silent), "wb") as out:
+
+
+def silent_wav(path, samples: int) -> str:
+    with wave.open(str(path), "wb") as out:
         out.setnchannels(1), out.setsampwidth(2), out.setframerate(16000)
-        out.writeframes(b"\0\0" * 16000)
-    audio = DecodingAudio(str(silent), 3600)
-    with pytest.raises(AudioError, match="silent"):
-        audio.result()
+        out.writeframes(b"\0\0" * samples)
+    return str(path)
+
+
+@pytest.mark.parametrize("samples", [16000, 4 * 4096])  # the second ends exactly where a piece is handed on
+def test_silence_and_emptiness_are_told_apart_as_the_whole_file_decode_tells_them(tmp_path, samples):
+    with pytest.raises(AudioError, match="^audio: is silent"):
+        DecodingAudio(silent_wav(tmp_path / "silent.wav", samples), 3600).result()
+    with pytest.raises(AudioError, match="^audio: contains no audio samples"):
+        DecodingAudio(silent_wav(tmp_path / "empty.wav", 0), 3600).result()
+
+
+def test_samples_in_memory_read_the_way_streamed_ones_do(data_dir):
+    path = str(data_dir / "jfk.flac")
+    streamed, in_memory = DecodingAudio(path, 3600), DecodedAudio(decode_audio(path, 3600))
+    assert in_memory.wait_for(1) == in_memory.wait_for(1 << 40) == streamed.wait_for(1 << 40) == 11 * SAMPLE_RATE
+    assert np.array_equal(in_memory.view(100, 16100), streamed.view(100, 16100))
+    assert np.array_equal(in_memory.result(), streamed.result()) and in_memory.finished
 
 
 def test_a_path_that_cannot_be_read_is_an_error_on_the_audio_field(tmp_path):
@@ -117,7 +133,7 @@ def test_a_header_that_tells_the_duration_sizes_the_buffer_once(data_dir):
     audio.wait_for(SAMPLE_RATE)
     first = audio.view(0, SAMPLE_RATE)
     samples = audio.result()
-    assert samples.size == 60 * SAMPLE_RATE
+    assert samples.size == 60 * SAMPLE_RATE and samples.dtype == np.float32
     assert np.shares_memory(first, samples)  # the same array all along: no growth, no copy
 
 
@@ -135,7 +151,7 @@ def test_a_file_holding_more_than_its_header_declares_is_decoded_whole(data_dir,
     assert reserved_at_start <= 21 * SAMPLE_RATE  # what the header said, not what it held
     assert samples.size / SAMPLE_RATE == pytest.approx(4.0 + 59.9, abs=0.1)
     assert audio.reserved_samples >= samples.size
-    assert np.array_equal(samples, decode_audio(str(joined), 3600))
+    assert np.array_equal(samples, decode_audio(str(joined), 3600)) and samples.dtype == np.float32
     assert np.array_equal(samples[:SAMPLE_RATE], first)  # what readers saw before the growth stays
 
 
@@ -148,7 +164,7 @@ def test_a_source_that_declares_nothing_grows_from_the_guess(data_dir):
     samples = audio.result()
     assert samples.size / SAMPLE_RATE == pytest.approx(119.86, abs=0.05)
     assert audio.reserved_samples == 2 * int((UNDECLARED_GUESS_SECONDS + 1) * SAMPLE_RATE)  # doubled once
-    assert np.array_equal(samples, decode_audio(data, 3600))
+    assert np.array_equal(samples, decode_audio(data, 3600)) and samples.dtype == np.float32  # float32 after growing
 
 
 def test_a_limit_met_while_decoding_leaves_what_was_decoded_readable(data_dir):
