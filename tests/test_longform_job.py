@@ -28,10 +28,12 @@ from worker import whisper_parts as parts
 from worker.audio import decode_audio
 from worker.config import Settings
 from worker.errors import Cancelled
-from worker.longform import MAX_WINDOW_S, MIN_TAIL_S, SAMPLE_RATE, TAIL_ROUNDS, BatchedJob, compression_ratio
+from worker.longform import (ENERGY_FRAME, MAX_WINDOW_S, MIN_TAIL_S, SAMPLE_RATE, TAIL_ROUNDS, BatchedJob, compression_ratio,
+                             plan_windows)
 from worker.request import parse_request
 
 SR = SAMPLE_RATE
+pytestmark = pytest.mark.timeout(20)  # a job that hangs fails its test in seconds, not at the suite's limit
 LIMIT = 10.0  # seconds: only a bound for a test that fails by hanging; a passing test takes far less
 
 Request = namedtuple("Request", "temperature windows urgent")  # windows: [(first sample, end sample)]
@@ -127,6 +129,7 @@ def rows(segments) -> list:
 
 
 LOOP = " I don't know what I'm going to do," * 20
+AT_RATIO = " a of know to it of I it" * 3  # compresses by exactly 2.4, the default threshold
 
 
 class Recorder:
@@ -181,6 +184,7 @@ class Async(Recorder):
         self.hold_submits_from = hold_submits_from  # submit() number k and later wait for `submits`
         self.submits = threading.Event()
         self.submitting = False  # a submit() is waiting
+        self.watched = []  # the handles the job asked to hear about (it took them from its feeder)
         self.pending = []  # (handle, tokenizer, request)
         self.handles = []
         self.cancelled = []
@@ -206,6 +210,9 @@ class Async(Recorder):
         return handle.done()
 
     def when_done(self, handle, callback):
+        with self.cond:
+            self.watched.append(handle)
+            self.cond.notify_all()
         handle.add_done_callback(lambda _future: callback())
 
     def wait(self, handle):
@@ -287,6 +294,16 @@ class Consumer(threading.Thread):
         return self.segments
 
 
+def collect(job) -> list:
+    """The job's segments, read on a thread of their own: a job that hangs fails the test after
+    LIMIT seconds; one that fails raises its error here."""
+    consumer = Consumer(job)
+    segments = consumer.result()
+    if consumer.error is not None:
+        raise consumer.error
+    return segments
+
+
 def job_of(hf_tokenizer, samples, options, device, cancelled=None, in_flight=None, host=None, **whisper):
     return BatchedJob(Whisper(hf_tokenizer, getattr(samples, "samples", samples), **whisper), samples, options, device,
                       cancelled, host=host, in_flight=in_flight)
@@ -310,7 +327,7 @@ def silero():
 def test_segments_are_the_devices_text_at_file_times_in_time_order(hf_tokenizer, silero):
     device = Blocking(speech)
     job = job_of(hf_tokenizer, silero, decoding(), device)
-    segments = list(job.segments())
+    segments = collect(job)
     windows = [(w.start, w.end) for w in job.windows]
     assert len(windows) >= 3
     assert first_temperature_windows(device) == windows  # each planned window sent once, in order
@@ -327,6 +344,7 @@ def test_segments_are_the_devices_text_at_file_times_in_time_order(hf_tokenizer,
         assert segment.seek == round(start / parts.HOP)
         assert segment.temperature == 0.0 and segment.avg_logprob == -0.3 and segment.no_speech_prob == 0.1
         assert segment.compression_ratio == compression_ratio(segment.text)
+    assert all(s.words is None for s in segments)  # none asked for
     assert job.plan.language == "en" and job.plan.language_probability == 1.0
     spans = parts.speech_spans(silero, {"min_silence_duration_ms": 160})
     assert job.spans == spans
@@ -370,14 +388,14 @@ def paused(jfk):
 def test_audio_still_decoding_gives_the_windows_and_segments_of_the_whole_file(hf_tokenizer, paused, monkeypatch):
     whole_device, streamed_device = Blocking(speech), Blocking(speech)
     whole = job_of(hf_tokenizer, paused, decoding(), whole_device)
-    whole_segments = list(whole.segments())
+    whole_segments = collect(whole)
     audio = Trickle(paused)
     planning = []  # the spans each planning round was given
     plan = longform.plan_windows
     monkeypatch.setattr(longform, "plan_windows", lambda samples, spans, **kw: planning.append(list(spans)) or plan(samples, spans, **kw))
     streamed = job_of(hf_tokenizer, audio, decoding(), streamed_device)
     assert streamed.windows and audio.available < paused.shape[0]  # the first window is planned before the end is there
-    streamed_segments = list(streamed.segments())
+    streamed_segments = collect(streamed)
     assert [(w.start, w.end) for w in streamed.windows] == [(w.start, w.end) for w in whole.windows]
     assert len(whole.windows) >= 3
     assert first_temperature_windows(streamed_device) == first_temperature_windows(whole_device)
@@ -404,7 +422,7 @@ def test_times_are_clamped_into_the_window_and_never_go_backwards(hf_tokenizer, 
 
     device = Blocking(script)
     job = job_of(hf_tokenizer, jfk, decoding(vad_parameters={"max_speech_duration_s": 5}), device)
-    segments = list(job.segments())
+    segments = collect(job)
     windows = [(w.start, w.end) for w in job.windows]
     assert len(windows) >= 3 and all((end - start) / SR <= 5 for start, end in windows)
     want = []
@@ -423,7 +441,7 @@ def test_text_after_the_last_timestamp_ends_at_the_window_end(hf_tokenizer, jfk)
         return parts.WindowOutput(tokens=tokens, avg_logprob=-0.3, no_speech_prob=0.1)
 
     device = Blocking(script)
-    segments = list(job_of(hf_tokenizer, jfk, decoding(vad_filter=False), device).segments())
+    segments = collect(job_of(hf_tokenizer, jfk, decoding(vad_filter=False), device))
     assert rows(segments) == [(0.0, 2.0, " Said."), (2.0, 11.0, " And then more")]
     assert device.requests == [Request(0.0, [(0, jfk.shape[0])], None)]  # text runs on to the end: no tail
 
@@ -463,7 +481,7 @@ def test_a_failing_window_is_sent_again_alone_at_the_next_temperatures(hf_tokeni
         three: lambda tok, t: output(tok, " Unsure.", avg_logprob=-1.2, no_speech_prob=0.5) if t < 0.2 else None,  # low log-prob
     }
     device = Blocking(fails(bad))
-    segments = list(job_of(hf_tokenizer, jfk, short_windows(), device).segments())
+    segments = collect(job_of(hf_tokenizer, jfk, short_windows(), device))
     assert first_temperature_windows(device) == windows
     # the fallbacks of two windows sent together share one request per temperature; only the failing windows go
     assert [r for r in device.requests if r.temperature > 0] == [Request(0.2, [windows[1], windows[3]], None),
@@ -489,7 +507,7 @@ def test_when_every_temperature_fails_the_best_output_is_kept(hf_tokenizer, jfk)
         second: lambda tok, t: output(tok, LOOP + f" at {t}", avg_logprob=logprobs[t]),
     }
     device = Blocking(fails(bad))
-    segments = list(job_of(hf_tokenizer, jfk, short_windows(), device).segments())
+    segments = collect(job_of(hf_tokenizer, jfk, short_windows(), device))
     assert [r.temperature for r in device.requests if r.windows == [windows[0], windows[2]]] == [0.2, 0.4, 0.6, 0.8, 1.0]
     kept = {s.start: s for s in segments}
     assert kept[round(first / SR, 3)].text == " Low at 0.2." and kept[round(first / SR, 3)].temperature == 0.2
@@ -503,7 +521,7 @@ def test_the_request_temperatures_are_followed_in_order(hf_tokenizer, jfk):
     windows = planned(hf_tokenizer, jfk, options)
     bad = {windows[1][0]: lambda tok, t: output(tok, LOOP) if t < 0.9 else output(tok, " At last.")}
     device = Blocking(fails(bad))
-    segments = list(job_of(hf_tokenizer, jfk, options, device).segments())
+    segments = collect(job_of(hf_tokenizer, jfk, options, device))
     assert [r.temperature for r in device.requests if r.windows == [windows[1]]] == [0.5, 0.9]
     assert sum(len(r.windows) for r in device.requests if r.temperature == 0.1) == len(windows)
     assert next(s for s in segments if s.text == " At last.").temperature == 0.9
@@ -516,7 +534,7 @@ def test_thresholds_switched_off_never_fall_back(hf_tokenizer, jfk):
     bad = {windows[0][0]: lambda tok, t: output(tok, LOOP, avg_logprob=-3.0, no_speech_prob=0.9),  # silent by no-speech alone
            windows[1][0]: lambda tok, t: output(tok, LOOP, avg_logprob=-3.0, no_speech_prob=0.1)}
     device = Blocking(fails(bad))
-    segments = list(job_of(hf_tokenizer, jfk, options, device).segments())
+    segments = collect(job_of(hf_tokenizer, jfk, options, device))
     assert {r.temperature for r in device.requests} == {0.0}
     start, end = windows[1]
     assert rows(segments)[:3] == [(round(start / SR, 3), round(end / SR, 3), LOOP)] + expected(windows[2:3])
@@ -541,7 +559,7 @@ def test_silent_windows_and_loops_over_non_speech_give_nothing(hf_tokenizer, jfk
         loop: lambda tok, t: output(tok, LOOP + f" {t}", avg_logprob=-0.3 - t, no_speech_prob=0.1),  # a loop over speech
     }
     device = Blocking(fails(bad))
-    segments = list(job_of(hf_tokenizer, jfk, short_windows(), device).segments())
+    segments = collect(job_of(hf_tokenizer, jfk, short_windows(), device))
     all_temperatures = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert [temperatures_of(device, w) for w in windows[:5]] == [[0.0], [0.0], [0.0, 0.2], all_temperatures, all_temperatures]
     assert all(temperatures_of(device, w) == [0.0] for w in windows[5:])
@@ -558,11 +576,13 @@ def test_silent_windows_and_loops_over_non_speech_give_nothing(hf_tokenizer, jfk
 # -- tails -------------------------------------------------------------------------------------
 
 def chain(stops: dict):
-    """Window (start, end) -> its text and the timestamp (seconds into it) where the model stops."""
+    """Window (start, end) -> its text and the timestamp (seconds into it) where the model stops
+    (None: no closing timestamp)."""
 
     def script(tokenizer, start, end, temperature):
         text, last = stops[(start, end)]  # a window the test did not expect fails the job
-        return parts.WindowOutput(tokens=say(tokenizer, 0.0, text, last), avg_logprob=-0.3, no_speech_prob=0.1)
+        tokens = say(tokenizer, 0.0, text) + (say(tokenizer, last) if last is not None else [])  # None: text to the end
+        return parts.WindowOutput(tokens=tokens, avg_logprob=-0.3, no_speech_prob=0.1)
 
     return script
 
@@ -583,7 +603,7 @@ def test_a_tail_needs_a_second_of_audio_left(hf_tokenizer, jfk, last, tail):
     end = jfk.shape[0]
     rest = (int(last * SR), end)
     device = Blocking(chain({(0, end): (" Almost all.", last), rest: (" The rest.", 0.5)}))
-    segments = list(job_of(hf_tokenizer, jfk, decoding(vad_filter=False), device).segments())
+    segments = collect(job_of(hf_tokenizer, jfk, decoding(vad_filter=False), device))
     assert device.requests == [Request(0.0, [(0, end)], None)] + ([Request(0.0, [rest], None)] if tail else [])
     assert rows(segments) == [(0.0, round(last, 3), " Almost all.")] + ([(round(last, 3), round(last + 0.5, 3), " The rest.")] if tail else [])
 
@@ -595,7 +615,7 @@ def test_a_tail_over_speech_found_by_the_vad(hf_tokenizer, jfk):
     last = round((seconds - 1.1) / 0.02) * 0.02
     tail = (start + int(last * SR), end)
     device = Blocking(chain({window: (" Ask not.", last), tail: (" What you can do.", 1.0)}))
-    segments = list(job_of(hf_tokenizer, jfk, decoding(), device).segments())
+    segments = collect(job_of(hf_tokenizer, jfk, decoding(), device))
     assert [r.windows for r in device.requests] == [[window], [tail]]
     assert [s.text for s in segments] == [" Ask not.", " What you can do."]
 
@@ -634,12 +654,13 @@ def test_words_are_placed_in_their_segments_at_file_times(hf_tokenizer, jfk):
         return parts.WindowOutput(tokens=tokens, avg_logprob=-0.3, no_speech_prob=0.1, alignment=alignment)
 
     job = job_of(hf_tokenizer, jfk, decoding(word_timestamps=True, vad_parameters={"max_speech_duration_s": 5}), Blocking(script))
-    segments = list(job.segments())
+    segments = collect(job)
     windows = [(w.start, w.end) for w in job.windows]
     assert len(segments) == 2 * len(windows) >= 4
     for segment in segments:
         assert "".join(w.word for w in segment.words) == segment.text
         assert all(segment.start <= w.start <= w.end <= segment.end for w in segment.words)
+        assert all(w.probability == 0.9 for w in segment.words)
     for (start, end), first, second in zip(windows, segments[::2], segments[1::2]):
         half, _ = stamps(start, end)
         assert first.words[0].start == pytest.approx(start / SR + half - 0.3, abs=0.011)  # at the window's place in the file
@@ -667,7 +688,7 @@ def test_requests_ending_out_of_order_give_the_same_segments(hf_tokenizer, pause
     options = decoding(vad_parameters={"max_speech_duration_s": 2.5})
     blocking = Blocking(mixed)
     job = job_of(hf_tokenizer, paused, options, blocking)
-    reference = list(job.segments())
+    reference = collect(job)
     planned_windows = [(w.start, w.end) for w in job.windows]
     device = devices(mixed, seed=seed)
     segments = Consumer(job_of(hf_tokenizer, paused, options, device)).result()
@@ -714,7 +735,8 @@ def test_cancelling_ends_the_job_and_cancels_what_it_sent(hf_tokenizer, paused, 
     device = devices(speech, allow=lambda request: False)
     consumer = Consumer(job_of(hf_tokenizer, paused, options, device, cancelled=cancelled, in_flight=8))
     assert device.wait_for(lambda: device.planned >= 8)
-    cancelled.set()
+    assert device.wait_for(lambda: len(device.watched) == 2)  # the job has both requests and waits for them
+    cancelled.set()  # no request ends: the job must see the cancel by itself
     assert consumer.result() == [] and isinstance(consumer.error, Cancelled)
     assert not feeders_alive()  # nothing can be sent any more
     assert {id(h) for h in device.cancelled} == {id(h) for h in device.handles} and len(device.handles) == 2
@@ -746,7 +768,7 @@ def test_a_device_error_fails_the_job_with_that_error(hf_tokenizer, jfk):
     device = Blocking(broken)
     job = job_of(hf_tokenizer, jfk, short_windows(), device)
     with pytest.raises(RuntimeError, match="device fault at window 5"):
-        list(job.segments())
+        collect(job)
     assert not feeders_alive()
 
 
@@ -760,7 +782,7 @@ def test_a_failing_fallback_request_fails_the_job(hf_tokenizer, jfk):
 
     device = Blocking(broken)
     with pytest.raises(RuntimeError, match="out of luck at 0.2"):
-        list(job_of(hf_tokenizer, jfk, short_windows(), device).segments())
+        collect(job_of(hf_tokenizer, jfk, short_windows(), device))
     assert [r.temperature for r in device.requests if windows[1] in r.windows] == [0.0, 0.2]
 
 
@@ -792,20 +814,20 @@ def test_no_window_is_longer_than_30_seconds_whatever_max_speech_duration_allows
 def test_the_language_is_the_requested_one_or_detected_on_the_first_window(hf_tokenizer, jfk):
     device = Blocking(speech)
     job = job_of(hf_tokenizer, jfk, decoding(vad_parameters={"max_speech_duration_s": 5}), device, multilingual=True)
-    list(job.segments())
+    collect(job)
     assert (job.plan.language, job.plan.language_probability) == ("de", 0.75)
     assert job.whisper.detections == [(job.windows[0].start, job.windows[0].end)]
     assert {t.language_code for t in device.tokenizers} == {"de"} and job.tokenizer.language_code == "de"
 
     device = Blocking(speech)
     job = job_of(hf_tokenizer, jfk, decoding(language="fr", vad_parameters={"max_speech_duration_s": 5}), device, multilingual=True)
-    list(job.segments())
+    collect(job)
     assert (job.plan.language, job.plan.language_probability) == ("fr", 1.0) and job.whisper.detections == []
     assert {t.language_code for t in device.tokenizers} == {"fr"}
 
     device = Blocking(speech)
     job = job_of(hf_tokenizer, jfk, decoding(task="translate"), device, multilingual=True)
-    list(job.segments())
+    collect(job)
     assert {t.task for t in device.tokenizers} == {hf_tokenizer.token_to_id("<|translate|>")}
 
     job = job_of(hf_tokenizer, jfk, decoding(), Blocking(speech))  # English-only: never detected
@@ -816,7 +838,7 @@ def test_audio_without_speech_sends_nothing(hf_tokenizer):
     quiet = np.zeros(20 * SR, np.float32)
     device = Blocking(speech)
     job = job_of(hf_tokenizer, quiet, decoding(), device, multilingual=True)
-    assert list(job.segments()) == [] and device.requests == [] and job.windows == []
+    assert collect(job) == [] and device.requests == [] and job.windows == []
     assert (job.plan.language, job.plan.language_probability) == ("en", 0.0) and job.whisper.detections == []
     assert job.speech_seconds == 0.0 and job.vad_seconds > 0
 
@@ -824,7 +846,7 @@ def test_audio_without_speech_sends_nothing(hf_tokenizer):
 def test_without_vad_the_whole_file_is_speech(hf_tokenizer, jfk):
     device = Blocking(speech)
     job = job_of(hf_tokenizer, np.concatenate([jfk] * 3), decoding(vad_filter=False), device)
-    segments = list(job.segments())
+    segments = collect(job)
     windows = [(w.start, w.end) for w in job.windows]
     assert windows[0][0] == 0 and windows[-1][1] == 3 * jfk.shape[0] and len(windows) == 2
     assert all(b[0] == a[1] for a, b in zip(windows, windows[1:]))
@@ -834,7 +856,7 @@ def test_without_vad_the_whole_file_is_speech(hf_tokenizer, jfk):
 
 def test_features_computed_on_a_host_pool_reach_the_device_in_window_order(hf_tokenizer, paused, devices):
     options = decoding(vad_parameters={"max_speech_duration_s": 2.5})
-    reference = list(job_of(hf_tokenizer, paused, options, Blocking(mixed)).segments())
+    reference = collect(job_of(hf_tokenizer, paused, options, Blocking(mixed)))
     device = devices(mixed)
     with ThreadPoolExecutor(max_workers=3) as host:
         job = job_of(hf_tokenizer, paused, options, device, host=host)
@@ -865,16 +887,20 @@ def test_the_thresholds_hold_at_their_exact_values(hf_tokenizer, jfk):
     """No-speech exactly at its threshold is not silence; a log-probability exactly at its
     threshold is not low (sequential decoding's comparisons)."""
     windows = planned(hf_tokenizer, jfk, short_windows())
-    at_no_speech, at_log_prob, both = (w[0] for w in windows[:3])
+    at_no_speech, at_log_prob, both, loop, at_ratio = (w[0] for w in windows[:5])
+    assert compression_ratio(AT_RATIO) == 2.4
     bad = {
         at_no_speech: lambda tok, t: output(tok, f" Maybe at {t}.", avg_logprob=-1.5 if t == 0 else -0.5, no_speech_prob=0.6),
         at_log_prob: lambda tok, t: output(tok, " Just sure.", avg_logprob=-1.0, no_speech_prob=0.1),
         both: lambda tok, t: output(tok, " Quiet but sure.", avg_logprob=-1.0, no_speech_prob=0.9),
+        loop: lambda tok, t: output(tok, LOOP + f" {t}", avg_logprob=-0.3 - t, no_speech_prob=0.6),  # a loop, not over non-speech
+        at_ratio: lambda tok, t: output(tok, AT_RATIO, no_speech_prob=0.7),  # repetitive, but not a loop
     }
     device = Blocking(fails(bad))
-    segments = list(job_of(hf_tokenizer, jfk, short_windows(), device).segments())
-    assert [temperatures_of(device, w) for w in windows[:3]] == [[0.0, 0.2], [0.0], [0.0]]
-    assert [s.text for s in segments[:3]] == [" Maybe at 0.2.", " Just sure.", " Quiet but sure."]
+    segments = collect(job_of(hf_tokenizer, jfk, short_windows(), device))
+    every = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert [temperatures_of(device, w) for w in windows[:5]] == [[0.0, 0.2], [0.0], [0.0], every, [0.0]]
+    assert [s.text for s in segments[:5]] == [" Maybe at 0.2.", " Just sure.", " Quiet but sure.", LOOP + " 0.0", AT_RATIO]
 
 
 def test_without_a_no_speech_threshold_every_loop_counts_as_a_hallucination(hf_tokenizer, jfk):
@@ -883,8 +909,50 @@ def test_without_a_no_speech_threshold_every_loop_counts_as_a_hallucination(hf_t
     bad = {windows[0][0]: lambda tok, t: output(tok, LOOP, no_speech_prob=0.01),  # loops at every temperature: dropped
            windows[1][0]: lambda tok, t: output(tok, " Faint.", avg_logprob=-1.5 + t, no_speech_prob=0.99)}  # never silent
     device = Blocking(fails(bad))
-    segments = list(job_of(hf_tokenizer, jfk, options, device).segments())
+    segments = collect(job_of(hf_tokenizer, jfk, options, device))
     assert len(temperatures_of(device, windows[0])) == 6 and temperatures_of(device, windows[1]) == [0.0, 0.2, 0.4, 0.6]
     assert rows(segments)[0] == (round(windows[1][0] / SR, 3), round(windows[1][1] / SR, 3), " Faint.")
     assert segments[0].temperature == 0.6
     assert rows(segments)[1:] == expected(windows[2:])
+
+
+# -- where a span longer than a window is cut ----------------------------------------------------
+
+def test_a_long_span_is_cut_at_the_centre_of_its_first_quiet_100_ms():
+    rng = np.random.default_rng(3)
+    audio = rng.standard_normal(70 * SR).astype(np.float32) * 0.3
+    audio[int(26.0 * SR):int(26.2 * SR)] = 0.0  # 200 ms of silence; the search starts at 22 s, on a 20 ms frame edge
+    windows = plan_windows(audio, [(0, audio.size)])
+    assert windows[0].end == int(26.05 * SR)  # the first silent 100 ms is 26.0-26.1 s
+
+
+def test_a_cut_searched_over_only_100_ms_still_finds_the_quiet_moment():
+    """Windows of at most 0.3 s search the last 100 ms (five 20 ms frames) before 0.3 s for the cut."""
+    rng = np.random.default_rng(4)
+    audio = rng.standard_normal(5 * SR).astype(np.float32) * 0.3
+    quiet = int(0.2 * SR) + 2 * ENERGY_FRAME  # the last three frames of the first search (0.2-0.3 s) are silent
+    audio[quiet:int(0.3 * SR)] = 0.0
+    windows = plan_windows(audio, [(0, audio.size)], max_window_s=0.3)
+    assert windows[0].end == int(0.2 * SR) + 4 * ENERGY_FRAME + ENERGY_FRAME // 2
+
+
+def test_times_off_the_millisecond_grid_are_rounded_to_it(hf_tokenizer, jfk):
+    """A file that does not end on a whole millisecond, and a tail whose first sample is not on one
+    (16.06 s x 16000 truncates to sample 256959): segment times are still whole milliseconds."""
+    samples = np.concatenate([jfk, jfk, np.zeros(1, np.float32)])  # 22 s and one sample: one window
+    end, tail = samples.shape[0], int(16.06 * SR)
+    assert tail % 16 != 0 and end % 16 != 0
+    device = Blocking(chain({(0, end): (" Long.", 16.06), (tail, end): (" Rest.", None)}))
+    segments = collect(job_of(hf_tokenizer, samples, decoding(vad_filter=False), device))
+    assert rows(segments) == [(0.0, 16.06, " Long."), (16.06, 22.0, " Rest.")]
+
+
+def test_a_window_decoded_without_timestamps_is_one_segment(hf_tokenizer, jfk):
+    options = decoding(without_timestamps=True, vad_parameters={"max_speech_duration_s": 5})
+    device = Blocking(lambda tok, start, end, t: parts.WindowOutput(tokens=tok.encode(f" All of {start}"), avg_logprob=-0.2,
+                                                                     no_speech_prob=0.1))
+    job = job_of(hf_tokenizer, jfk, options, device)
+    segments = collect(job)
+    windows = [(w.start, w.end) for w in job.windows]
+    assert rows(segments) == [(round(start / SR, 3), round(end / SR, 3), f" All of {start}") for start, end in windows]
+    assert len(windows) > 1 and first_temperature_windows(device) == windows  # each once: no tail, no fallback
