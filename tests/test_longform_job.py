@@ -177,9 +177,10 @@ class Async(Recorder):
     """A device that completes requests on its own thread, in an order shuffled with a fixed seed,
     and only those `allow` lets through until release()."""
 
-    def __init__(self, script, seed=0, allow=lambda request: True, hold_submits_from=None):
+    def __init__(self, script, seed=0, allow=lambda request: True, hold_submits_from=None, gather=0.01):
         super().__init__(script)
         self.rng = random.Random(seed)
+        self.gather = gather  # how long to let requests gather before ending one (0: end them as they come)
         self.allow = allow
         self.hold_submits_from = hold_submits_from  # submit() number k and later wait for `submits`
         self.submits = threading.Event()
@@ -245,7 +246,7 @@ class Async(Recorder):
                 if self.closed:
                     return
                 # let requests gather (a bound, not a synchronisation), so that they end out of order
-                self.cond.wait_for(lambda: self.closed or len(self._ready()) >= 3, timeout=0.01)
+                self.cond.wait_for(lambda: self.closed or len(self._ready()) >= 3, timeout=self.gather)
                 ready = self._ready()
                 if not ready:
                     continue
@@ -685,7 +686,7 @@ def mixed(tokenizer, start, end, temperature):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_requests_ending_out_of_order_give_the_same_segments(hf_tokenizer, paused, devices, seed):
-    options = decoding(vad_parameters={"max_speech_duration_s": 2.5})
+    options = without_vad(2.5)
     blocking = Blocking(mixed)
     job = job_of(hf_tokenizer, paused, options, blocking)
     reference = collect(job)
@@ -707,10 +708,16 @@ def test_requests_ending_out_of_order_give_the_same_segments(hf_tokenizer, pause
     assert all(not set(r.windows) & set(planned_windows) for r in tails)
 
 
+def without_vad(longest: float) -> dict:
+    """No VAD (the whole file is speech, which saves the VAD's time) and windows of at most
+    `longest` seconds: the loop's tests want many windows, and where they are does not matter."""
+    return dict(decoding(vad_filter=False), vad_parameters={"max_speech_duration_s": longest})
+
+
 @pytest.fixture(scope="module")
 def many_windows(hf_tokenizer, paused):
-    """About 40 windows (speech cut at 1.5 s at most)."""
-    options = decoding(vad_parameters={"max_speech_duration_s": 1.5})
+    """About 40 windows (cut at 1.5 s at most)."""
+    options = without_vad(1.5)
     windows = planned(hf_tokenizer, paused, options)
     assert len(windows) > 32
     return options, windows
@@ -719,11 +726,11 @@ def many_windows(hf_tokenizer, paused):
 @pytest.mark.parametrize("in_flight, batch_size, bound", [(8, 8, 8), (None, 8, 16), (None, 2, 8)])
 def test_at_most_in_flight_planned_windows_are_sent_ahead(hf_tokenizer, paused, devices, many_windows, in_flight, batch_size, bound):
     options, windows = many_windows
-    device = devices(speech, allow=lambda request: False)  # nothing ends until released
+    device = devices(speech, allow=lambda request: False, gather=0)  # nothing ends until released
     consumer = Consumer(job_of(hf_tokenizer, paused, dict(options, batch_size=batch_size), device, in_flight=in_flight))
     assert device.wait_for(lambda: device.planned >= bound), device.planned
     # none given out, so no more may go (watched for a while: a bound, not a synchronisation)
-    assert not device.wait_for(lambda: device.planned > bound, timeout=0.3)
+    assert not device.wait_for(lambda: device.planned > bound, timeout=0.2)
     device.release()
     assert rows(consumer.result()) == expected(windows)
     assert consumer.error is None and first_temperature_windows(device) == windows
@@ -732,7 +739,7 @@ def test_at_most_in_flight_planned_windows_are_sent_ahead(hf_tokenizer, paused, 
 def test_cancelling_ends_the_job_and_cancels_what_it_sent(hf_tokenizer, paused, devices, many_windows):
     options, windows = many_windows
     cancelled = threading.Event()
-    device = devices(speech, allow=lambda request: False)
+    device = devices(speech, allow=lambda request: False, gather=0)
     consumer = Consumer(job_of(hf_tokenizer, paused, options, device, cancelled=cancelled, in_flight=8))
     assert device.wait_for(lambda: device.planned >= 8)
     assert device.wait_for(lambda: len(device.watched) == 2)  # the job has both requests and waits for them
@@ -746,7 +753,7 @@ def test_cancelling_ends_the_job_and_cancels_what_it_sent(hf_tokenizer, paused, 
 def test_cancelling_after_the_first_segments_stops_there(hf_tokenizer, paused, devices, many_windows):
     options, windows = many_windows
     cancelled = threading.Event()
-    device = devices(speech)
+    device = devices(speech, gather=0)
     job = job_of(hf_tokenizer, paused, options, device, cancelled=cancelled, in_flight=8)
     segments = job.segments()
     first = next(segments)
@@ -794,7 +801,7 @@ def test_an_asynchronous_device_error_fails_the_job_and_cancels_the_rest(hf_toke
             raise RuntimeError("device fault")
         return speech(tokenizer, start, end, temperature)
 
-    device = devices(broken, allow=lambda request: windows[0] in request.windows)  # only the failing request ends
+    device = devices(broken, allow=lambda request: windows[0] in request.windows, gather=0)  # only the failing request ends
     consumer = Consumer(job_of(hf_tokenizer, paused, options, device))
     assert consumer.result() == []
     assert isinstance(consumer.error, RuntimeError) and str(consumer.error) == "device fault"
@@ -855,9 +862,9 @@ def test_without_vad_the_whole_file_is_speech(hf_tokenizer, jfk):
 
 
 def test_features_computed_on_a_host_pool_reach_the_device_in_window_order(hf_tokenizer, paused, devices):
-    options = decoding(vad_parameters={"max_speech_duration_s": 2.5})
+    options = without_vad(2.5)
     reference = collect(job_of(hf_tokenizer, paused, options, Blocking(mixed)))
-    device = devices(mixed)
+    device = devices(mixed, gather=0)
     with ThreadPoolExecutor(max_workers=3) as host:
         job = job_of(hf_tokenizer, paused, options, device, host=host)
         segments = Consumer(job).result()
@@ -871,7 +878,7 @@ def test_a_job_given_up_cancels_what_it_sent_and_sends_no_more(hf_tokenizer, pau
     """The consumer stops after the first segment (an error of its own): the request the feeder sent
     meanwhile, not yet looked at by the job, is cancelled too."""
     options, windows = many_windows
-    device = devices(speech, hold_submits_from=1)  # the feeder's second request waits in submit()
+    device = devices(speech, hold_submits_from=1, gather=0)  # the feeder's second request waits in submit()
     segments = job_of(hf_tokenizer, paused, options, device, in_flight=8).segments()
     first = next(segments)
     assert (first.start, first.end, first.text) == expected(windows[:1])[0]
