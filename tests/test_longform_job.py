@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+import time
 from collections import namedtuple
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -28,8 +29,8 @@ from worker import whisper_parts as parts
 from worker.audio import decode_audio
 from worker.config import Settings
 from worker.errors import Cancelled
-from worker.longform import (ENERGY_FRAME, MAX_WINDOW_S, MIN_TAIL_S, SAMPLE_RATE, TAIL_ROUNDS, BatchedJob, compression_ratio,
-                             plan_windows)
+from worker.longform import (ENERGY_FRAME, MAX_WINDOW_S, MIN_TAIL_S, SAMPLE_RATE, TAIL_ROUNDS, BatchedJob, Window,
+                             compression_ratio, plan_windows)
 from worker.request import parse_request
 
 SR = SAMPLE_RATE
@@ -66,12 +67,16 @@ class Whisper:
         self.samples = samples
         self.detected = detected
         self.detections = []  # the window each language detection saw
+        self.extracted = []  # the audio (first sample, end) of each feature computation
+        self.extracting_threads = set()  # the names of the threads that computed them
 
     def feature_extractor(self, view: np.ndarray) -> np.ndarray:
         assert np.shares_memory(view, self.samples), "features of audio that is not the job's"
         first = (view.__array_interface__["data"][0] - self.samples.__array_interface__["data"][0]) // view.itemsize
         features = np.zeros((80, view.shape[0] // parts.HOP + 1), np.float32)
         features[0, 0], features[1, 0] = first, first + view.shape[0]
+        self.extracted.append((first, first + view.shape[0]))
+        self.extracting_threads.add(threading.current_thread().name)
         return features
 
     def detect_language(self, features):
@@ -314,6 +319,16 @@ def first_temperature_windows(device) -> list:
     return [w for r in device.requests if r.temperature == 0.0 for w in r.windows]
 
 
+def eventually(condition, timeout=LIMIT) -> bool:
+    """Whether `condition()` holds within `timeout` seconds (checked every 10 ms)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def feeders_alive() -> bool:
     return any(thread.name == "whisper-feed" and thread.is_alive() for thread in threading.enumerate())
 
@@ -354,8 +369,9 @@ def test_segments_are_the_devices_text_at_file_times_in_time_order(hf_tokenizer,
 
 
 class Trickle:
-    """Audio still being decoded: each wait for samples not there yet makes at most one more second
-    available, as a decoder does while the job plans; `finished` once all of it is there."""
+    """Audio still being decoded: a wait for samples not there yet returns once they are (or all of
+    the audio, if fewer), and no more: the VAD asks for a second at a time, so the job plans while
+    the rest is still to come, as with a decoder; `finished` once all of it is there."""
 
     def __init__(self, samples: np.ndarray):
         self.samples = samples
@@ -370,7 +386,7 @@ class Trickle:
     def wait_for(self, samples: int) -> int:
         with self.lock:
             if samples > self.available:
-                self.available = min(self.samples.shape[0], samples, self.available + SR)
+                self.available = min(self.samples.shape[0], samples)
             return self.available
 
     def view(self, start: int, end: int) -> np.ndarray:
@@ -482,7 +498,9 @@ def test_a_failing_window_is_sent_again_alone_at_the_next_temperatures(hf_tokeni
         three: lambda tok, t: output(tok, " Unsure.", avg_logprob=-1.2, no_speech_prob=0.5) if t < 0.2 else None,  # low log-prob
     }
     device = Blocking(fails(bad))
-    segments = collect(job_of(hf_tokenizer, jfk, short_windows(), device))
+    job = job_of(hf_tokenizer, jfk, short_windows(), device)
+    segments = collect(job)
+    assert sorted(job.whisper.extracted) == windows  # features computed once a window, also for those sent again
     assert first_temperature_windows(device) == windows
     # the fallbacks of two windows sent together share one request per temperature; only the failing windows go
     assert [r for r in device.requests if r.temperature > 0] == [Request(0.2, [windows[1], windows[3]], None),
@@ -759,6 +777,8 @@ def test_cancelling_after_the_first_segments_stops_there(hf_tokenizer, paused, d
     first = next(segments)
     assert (first.start, first.end, first.text) == expected(windows[:1])[0]
     cancelled.set()
+    # nobody reads the job now, yet its feeder sees the cancel and stops sending windows
+    assert eventually(lambda: not feeders_alive()) and device.planned == 8
     with pytest.raises(Cancelled):
         list(segments)
     assert not feeders_alive() and device.planned < len(windows)
@@ -865,10 +885,11 @@ def test_features_computed_on_a_host_pool_reach_the_device_in_window_order(hf_to
     options = without_vad(2.5)
     reference = collect(job_of(hf_tokenizer, paused, options, Blocking(mixed)))
     device = devices(mixed, gather=0)
-    with ThreadPoolExecutor(max_workers=3) as host:
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="host") as host:
         job = job_of(hf_tokenizer, paused, options, device, host=host)
         segments = Consumer(job).result()
     assert rows(segments) == rows(reference)
+    assert any(name.startswith("host") for name in job.whisper.extracting_threads)
     sent = [w for r in device.requests if r.temperature == 0.0 and not r.urgent for w in r.windows]
     assert sent == [(w.start, w.end) for w in job.windows]
     assert max(len(r.windows) for r in device.requests) > 1
@@ -963,3 +984,48 @@ def test_a_window_decoded_without_timestamps_is_one_segment(hf_tokenizer, jfk):
     windows = [(w.start, w.end) for w in job.windows]
     assert rows(segments) == [(round(start / SR, 3), round(end / SR, 3), f" All of {start}") for start, end in windows]
     assert len(windows) > 1 and first_temperature_windows(device) == windows  # each once: no tail, no fallback
+
+
+@pytest.mark.parametrize("spans, first_end", [
+    ([(0, 3), (4.9, 12), (12.6, 20), (20.5, 29), (29.3, 40)], 12),  # not at the longer pause 3 s in, nor a shorter later
+    ([(0, 3), (4, 12), (12.3, 20), (21.5, 26), (26.4, 40)], 20),  # the longest pause may be the last one before 30 s
+    ([(0, 4), (4.5, 10), (11.5, 20), (20.3, 29), (29.5, 40)], 10),  # a piece ending at 10 s exactly counts
+])
+def test_a_full_window_ends_at_its_longest_pause_after_its_first_10_seconds(spans, first_end):
+    audio = np.zeros(45 * SR, np.float32)
+    spans = [(int(a * SR), int(b * SR)) for a, b in spans]
+    rest = next(start for start, _ in spans if start > first_end * SR)
+    assert plan_windows(audio, spans) == [Window(0, first_end * SR), Window(rest, 40 * SR)]
+
+
+def test_the_requests_vad_parameters_decide_the_speech(hf_tokenizer, jfk):
+    parameters = {"min_silence_duration_ms": 500, "speech_pad_ms": 100}
+    job = job_of(hf_tokenizer, jfk, decoding(vad_parameters=parameters), Blocking(speech))
+    assert job.spans == parts.speech_spans(jfk, parameters) != parts.speech_spans(jfk, {"min_silence_duration_ms": 160})
+
+
+def test_the_first_word_of_a_file_follows_no_earlier_speech(hf_tokenizer, jfk):
+    """Word timing starts as sequential decoding's does, with no speech before the file: a first word
+    far longer than the others is cut to twice the median word length, ending where it ended."""
+
+    def script(tokenizer, start, end, temperature):
+        text = tokenizer.encode(" Ask not what your country")
+        times = [(0.2, 1.1)] + [(1.2 + 0.1 * k, 1.28 + 0.1 * k) for k in range(len(text) - 1)]
+        alignment = [{"word": tokenizer.decode([token]), "tokens": [token], "start": a, "end": b, "probability": 0.9}
+                     for token, (a, b) in zip(text, times)]
+        return parts.WindowOutput(tokens=say(tokenizer, 0.0, " Ask not what your country"), avg_logprob=-0.3,
+                                  no_speech_prob=0.1, alignment=alignment)
+
+    (segment,) = collect(job_of(hf_tokenizer, jfk, decoding(word_timestamps=True, vad_filter=False), Blocking(script)))
+    first = segment.words[0]
+    assert first.word == " Ask" and first.end == pytest.approx(1.1)
+    assert first.start == pytest.approx(1.1 - 2 * 0.08) and segment.start == first.start
+
+
+def test_without_vad_audio_still_decoding_is_planned_once_all_of_it_is_there(hf_tokenizer, jfk):
+    samples = np.concatenate([jfk] * 3)
+    whole = job_of(hf_tokenizer, samples, decoding(vad_filter=False), Blocking(speech))
+    audio = Trickle(samples)
+    streamed = job_of(hf_tokenizer, audio, decoding(vad_filter=False), Blocking(speech))
+    assert audio.finished and streamed.windows == whole.windows
+    assert rows(collect(streamed)) == rows(collect(whole)) == expected([(w.start, w.end) for w in whole.windows])
