@@ -226,3 +226,22 @@ def test_channels_without_a_layout_that_cannot_be_mixed_down_are_named_as_such(c
         assert (str(info.value), info.value.field) == (
             f"audio: has {channels} channels without a channel layout, which cannot be mixed down to mono", "audio")
     assert decode_audio(pcm_wav(TONE, 16000, 10), 60).size == 48000  # 10 channels have a default layout: mixed down
+
+
+def test_a_file_that_keeps_changing_its_sample_rate_is_refused(monkeypatch):
+    """Every change of rate or channels costs a new resampler (20x a frame's work): a file made to
+    alternate on every frame is refused past MAX_FORMAT_CHANGES, while a few joins decode whole."""
+    from helpers import encode_audio
+
+    def tone(rate, samples):
+        return encode_audio(0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / rate), rate, fmt="mp3", codec="mp3")
+
+    head, fast, slow = tone(44100, 1152 * 40), tone(44100, 1152), tone(24000, 576)
+    assert audio_module.MAX_FORMAT_CHANGES >= 100  # room for real joined files and broadcast streams
+    monkeypatch.setattr(audio_module, "MAX_FORMAT_CHANGES", 10)
+    assert decode_audio(head + (slow + fast) * 4, 60).size > 16000  # 9 changes: decoded
+    with pytest.raises(AudioError) as info:
+        decode_audio(head + (slow + fast) * 5, 60)  # 11
+    assert str(info.value) == "audio: changes its sample rate or channels more than 10 times"
+    with pytest.raises(AudioError, match="more than 10 times"):
+        DecodingAudio(io.BytesIO(head + (slow + fast) * 5), 60).result()

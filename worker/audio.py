@@ -30,6 +30,10 @@ CONTAINERS = (
 )
 CONTAINER_OPTIONS = {"format_whitelist": ",".join(CONTAINERS), "protocol_whitelist": "none"}
 SILENCE_PEAK = 1e-4  # about -80 dBFS: nothing a microphone records is this quiet
+# Each change of sample rate or channels mid-stream costs a new resampler (2.3 ms here, 20x a
+# frame's resampling): joined files have a few, a broadcast stream dozens an hour; a file made to
+# change on every frame would cost minutes of CPU per audio hour, so it is refused past this.
+MAX_FORMAT_CHANGES = 1000
 MAX_CHANNELS = 64
 
 
@@ -122,17 +126,21 @@ def decode_chunks(container, stream, max_samples: int, max_seconds: float, cance
     # packed s16, as faster-whisper asks: PyAV 18 reads past the frame's 8 plane pointers for a
     # planar frame of 8 or more channels (a segfault), so the channels are split here instead
     resampler, source_shape = None, None
+    changes = -1  # the first frame's shape is not a change
     total = 0
 
     def resample(frame):
         """The frame at 16 kHz (None: what the resampler still holds). Joined files (two MP3s
         put together, a broadcast stream) change rate or channels mid-stream, which a resampler
         refuses: the old one is flushed and a new one set up for the new shape."""
-        nonlocal resampler, source_shape
+        nonlocal resampler, source_shape, changes
         flushed = []
         if frame is not None:
             shape = (frame.format.name, frame.layout.name, frame.sample_rate)
             if shape != source_shape:
+                changes += 1
+                if changes > MAX_FORMAT_CHANGES:
+                    raise AudioError(f"changes its sample rate or channels more than {MAX_FORMAT_CHANGES} times", field="audio")
                 flushed = resampler.resample(None) if resampler is not None else []
                 resampler = av.audio.resampler.AudioResampler(format="s16", layout=layout, rate=SAMPLE_RATE)
                 source_shape = shape
