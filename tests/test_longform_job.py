@@ -1032,3 +1032,23 @@ def test_without_vad_audio_still_decoding_is_planned_once_all_of_it_is_there(hf_
     streamed = job_of(hf_tokenizer, audio, decoding(vad_filter=False), Blocking(speech))
     assert audio.finished and streamed.windows == whole.windows
     assert rows(collect(streamed)) == rows(collect(whole)) == expected([(w.start, w.end) for w in whole.windows])
+
+
+@pytest.mark.parametrize("spans, windows", [
+    ([(0, 30)], [(0, 30)]),  # exactly 30 s of speech: one window
+    ([(0, 10), (11, 30)], [(0, 30)]),  # spans that fill exactly 30 s: one window
+    ([(0, 5), (7, 10)], [(0, 10)]),  # a pause of exactly 2 s stays inside a window
+])
+def test_windows_reach_exactly_their_limits(spans, windows):
+    audio = np.zeros(40 * SR, np.float32)
+    assert plan_windows(audio, [(a * SR, b * SR) for a, b in spans]) == [Window(a * SR, b * SR) for a, b in windows]
+
+
+def test_a_cut_never_leaves_less_than_a_second_behind_it():
+    """A 30.5 s span whose quietest moment is 0.7 s before its end is cut earlier, not there."""
+    rng = np.random.default_rng(6)
+    audio = rng.standard_normal(int(30.5 * SR)).astype(np.float32) * 0.3
+    audio[int(29.75 * SR):int(29.95 * SR)] = 0.0
+    windows = plan_windows(audio, [(0, audio.size)])
+    assert len(windows) == 2 and windows[1].end == audio.size
+    assert windows[1].start <= audio.size - MIN_TAIL_S * SR
