@@ -743,7 +743,7 @@ def many_windows(hf_tokenizer, paused):
     return options, windows
 
 
-@pytest.mark.parametrize("in_flight, batch_size, bound", [(8, 8, 8), (None, 8, 16), (None, 2, 8)])
+@pytest.mark.parametrize("in_flight, batch_size, bound", [(8, 8, 8), (None, 8, 16), (None, 2, 8), (3, 8, 3), (1, 8, 1)])
 def test_at_most_in_flight_planned_windows_are_sent_ahead(hf_tokenizer, paused, devices, many_windows, in_flight, batch_size, bound):
     options, windows = many_windows
     device = devices(speech, allow=lambda request: False, gather=0)  # nothing ends until released
@@ -912,6 +912,24 @@ def test_a_job_given_up_cancels_what_it_sent_and_sends_no_more(hf_tokenizer, pau
     assert not feeders_alive()
     assert len(device.handles) == 2 and device.cancelled == [device.handles[1]]
     assert device.planned == 8
+
+
+def test_a_job_ended_while_slots_are_free_sends_nothing_more(hf_tokenizer, paused, devices, many_windows):
+    """Cancelled while the feeder's second request is on its way, with room for 16 windows: once that
+    request is out, the feeder stops instead of filling the free slots with windows nobody will read."""
+    options, windows = many_windows
+    cancelled = threading.Event()
+    device = devices(speech, hold_submits_from=1, gather=0, allow=lambda request: False)
+    job = job_of(hf_tokenizer, paused, options, device, cancelled=cancelled, in_flight=16)
+    consumer = Consumer(job)
+    assert device.wait_for(lambda: device.submitting)  # the second request is held in submit()
+    cancelled.set()
+    assert eventually(job.finished.is_set)  # the job has ended; its feeder is still in submit()
+    device.submits.set()
+    assert consumer.result() == [] and isinstance(consumer.error, Cancelled)
+    assert not feeders_alive()
+    assert len(device.handles) == 2 and device.planned == 8 < 16 < len(windows)
+    assert {id(h) for h in device.cancelled} == {id(h) for h in device.handles}
 
 
 def test_the_thresholds_hold_at_their_exact_values(hf_tokenizer, jfk):

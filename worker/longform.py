@@ -272,7 +272,8 @@ class BatchedJob:
         self.stop = AnyEvent(self.finished, self.cancelled)  # what the feeder checks
         self.host = host
         self.batch_size = int(decoding.get("batch_size") or 8)
-        self.in_flight = threading.Semaphore(in_flight or 2 * max(self.batch_size, FEED_CHUNK))
+        self.window_limit = in_flight or 2 * max(self.batch_size, FEED_CHUNK)
+        self.in_flight = threading.Semaphore(self.window_limit)
         self.vad_parameters = None
         if decoding.get("vad_filter", True):
             self.vad_parameters = dict(BATCHED_VAD_DEFAULTS)
@@ -353,11 +354,14 @@ class BatchedJob:
             sent = 0
             while True:
                 while sent < len(self.windows):
-                    chunk = self.windows[sent:sent + FEED_CHUNK]
+                    # a chunk never needs more slots than there are (a limit under FEED_CHUNK would wait forever)
+                    chunk = self.windows[sent:sent + min(FEED_CHUNK, self.window_limit)]
                     for _ in chunk:
                         while not self.in_flight.acquire(timeout=0.1):
                             if self.stop.is_set():
                                 return
+                    if self.stop.is_set():  # the job ended while there were free slots: send nothing more
+                        return
                     inputs = self._features(chunk)
                     options = parts.at_temperature(self.options, self.options.temperatures[0])
                     handle = self.device.submit(parts.batching_key(self.tokenizer, options), inputs, (self.tokenizer, options))
