@@ -125,8 +125,7 @@ def decode_chunks(container, stream, max_samples: int, max_seconds: float, cance
     """Yield the stream's samples as (channels, n) int16 arrays at 16 kHz, in order."""
     # packed s16, as faster-whisper asks: PyAV 18 reads past the frame's 8 plane pointers for a
     # planar frame of 8 or more channels (a segfault), so the channels are split here instead
-    resampler, source_shape = None, None
-    changes = -1  # the first frame's shape is not a change
+    resampler, source_shape, changes = None, None, 0
     total = 0
 
     def resample(frame):
@@ -138,10 +137,11 @@ def decode_chunks(container, stream, max_samples: int, max_seconds: float, cance
         if frame is not None:
             shape = (frame.format.name, frame.layout.name, frame.sample_rate)
             if shape != source_shape:
-                changes += 1
-                if changes > MAX_FORMAT_CHANGES:
-                    raise AudioError(f"changes its sample rate or channels more than {MAX_FORMAT_CHANGES} times", field="audio")
-                flushed = resampler.resample(None) if resampler is not None else []
+                if resampler is not None:  # a change mid-stream, not the first frame
+                    changes += 1
+                    if changes > MAX_FORMAT_CHANGES:
+                        raise AudioError(f"changes its sample rate or channels more than {MAX_FORMAT_CHANGES} times", field="audio")
+                    flushed = resampler.resample(None)
                 resampler = av.audio.resampler.AudioResampler(format="s16", layout=layout, rate=SAMPLE_RATE)
                 source_shape = shape
         elif resampler is None:
