@@ -40,7 +40,7 @@ fuzz: setup
 	@echo "hypothesis seed: $(SEED)"
 	$(PY) -m pytest -q tests/test_hostile_input.py tests/test_request.py --hypothesis-profile=explore --hypothesis-seed=$(SEED)
 
-# Mutation testing of the core modules (scheduler, request, fetch, formats, audio) with mutmut
+# Mutation testing of the core modules (scheduler, request, fetch, formats, audio, longform) with mutmut
 # from the dev extra, each against its fast tests only; minutes per module, so not part of
 # make test. MODULE=scheduler picks one, JOBS the worker processes, REV=HEAD mutates a commit
 # instead of the working tree, AGAIN=1 reruns only the last run's survivors (after adding tests).

@@ -14,6 +14,7 @@ import wave
 import numpy as np
 import pytest
 
+from helpers import wait_until
 from worker.audio import SAMPLE_RATE, UNDECLARED_GUESS_SECONDS, DecodedAudio, DecodingAudio, decode_audio
 from worker.errors import AudioError, AudioTooLong, Cancelled
 
@@ -231,7 +232,4 @@ def test_closing_stops_the_decode_before_the_end(data_dir):
 
 def ends_before_the_end(audio: DecodingAudio) -> bool:
     """Whether the decode thread ends within 10 s with less than the 60 s file decoded."""
-    deadline = time.monotonic() + 10
-    while not audio.finished and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return audio.finished and audio.wait_for(0) < 60 * SAMPLE_RATE
+    return wait_until(lambda: audio.finished, 10) and audio.wait_for(0) < 60 * SAMPLE_RATE

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import random
 import threading
-import time
 from collections import namedtuple
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 import tokenizers
 
-from helpers import DATA, tiny_en_model_dir
+from helpers import DATA, tiny_en_model_dir, wait_until
 from worker import longform
 from worker import whisper_parts as parts
 from worker.audio import decode_audio
@@ -317,16 +316,6 @@ def job_of(hf_tokenizer, samples, options, device, cancelled=None, in_flight=Non
 
 def first_temperature_windows(device) -> list:
     return [w for r in device.requests if r.temperature == 0.0 for w in r.windows]
-
-
-def eventually(condition, timeout=LIMIT) -> bool:
-    """Whether `condition()` holds within `timeout` seconds (checked every 10 ms)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def feeders_alive() -> bool:
@@ -780,7 +769,7 @@ def test_cancelling_after_the_first_segments_stops_there(hf_tokenizer, paused, d
     assert (first.start, first.end, first.text) == expected(windows[:1])[0]
     cancelled.set()
     # nobody reads the job now, yet its feeder sees the cancel and stops sending windows
-    assert eventually(lambda: not feeders_alive()) and device.planned == 8
+    assert wait_until(lambda: not feeders_alive(), LIMIT) and device.planned == 8
     with pytest.raises(Cancelled):
         list(segments)
     assert not feeders_alive() and device.planned < len(windows)
@@ -924,7 +913,7 @@ def test_a_job_ended_while_slots_are_free_sends_nothing_more(hf_tokenizer, pause
     consumer = Consumer(job)
     assert device.wait_for(lambda: device.submitting)  # the second request is held in submit()
     cancelled.set()
-    assert eventually(job.finished.is_set)  # the job has ended; its feeder is still in submit()
+    assert wait_until(job.finished.is_set, LIMIT)  # the job has ended; its feeder is still in submit()
     device.submits.set()
     assert consumer.result() == [] and isinstance(consumer.error, Cancelled)
     assert not feeders_alive()

@@ -12,7 +12,6 @@ import pytest
 
 from worker import whisper_parts as parts
 from worker.audio import DecodingAudio, decode_audio
-
 from worker.scheduler import BatchScheduler
 
 OPTION_SETS = [None, {"min_silence_duration_ms": 160}, {"max_speech_duration_s": 5, "speech_pad_ms": 200},
