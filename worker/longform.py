@@ -16,6 +16,8 @@ has no no-speech threshold. The rules here:
   end. Times are clamped into the window and never go backwards.
 - A window the model itself calls silent (no-speech probability over no_speech_threshold and
   average log-probability under log_prob_threshold, as sequential decoding judges) gives nothing.
+- So does a repetition loop over audio the model calls non-speech, without falling back to
+  sampling: over noise, sampling finds the loop's short cousins ("You", "Thank you.") by chance.
 """
 
 from __future__ import annotations
@@ -165,8 +167,9 @@ def split_window(tokens: Sequence[int], timestamp_begin: int, eot: int, offset: 
 def is_hallucination(output: parts.WindowOutput, text: str, compression_ratio_threshold: Optional[float],
                      no_speech_threshold: Optional[float]) -> bool:
     """A repetition loop over audio the model calls non-speech (music, noise, hum): Whisper's
-    classic hallucination. Sequential decoding escapes it by temperature fallback; a window
-    cannot be retried inside a batch, and a loop over non-speech has nothing to keep."""
+    classic hallucination, with nothing to keep. Not retried at higher temperatures when the
+    model calls the audio non-speech: sampling over noise gives a short, confident "You" on
+    some draws and not on others (a transcript that changes from run to run)."""
     if compression_ratio_threshold is None or compression_ratio(text) <= compression_ratio_threshold:
         return False
     return no_speech_threshold is None or output.no_speech_prob > no_speech_threshold
@@ -491,11 +494,14 @@ class BatchedJob:
         return threshold is not None and compression_ratio(self._text(output)) > threshold
 
     def _needs_fallback(self, output: parts.WindowOutput) -> bool:
+        """Sequential decoding's rule (a loop, or a low log-probability, unless silent), except
+        that a loop over what the model calls non-speech is final: see is_hallucination."""
         options = self.options
         if is_silent(output, options.no_speech_threshold, options.log_prob_threshold):
             return False
-        low = options.log_prob_threshold is not None and output.avg_logprob < options.log_prob_threshold
-        return self._loops(output) or low
+        if self._loops(output):
+            return options.no_speech_threshold is None or output.no_speech_prob <= options.no_speech_threshold
+        return options.log_prob_threshold is not None and output.avg_logprob < options.log_prob_threshold
 
     def _best(self, outputs: List[parts.WindowOutput]) -> parts.WindowOutput:
         if not self._needs_fallback(outputs[-1]):
