@@ -1001,11 +1001,12 @@ def test_a_window_decoded_without_timestamps_is_one_segment(hf_tokenizer, jfk):
     ([(0, 3), (4.9, 12), (12.6, 20), (20.5, 29), (29.3, 40)], 12),  # not at the longer pause 3 s in, nor a shorter later
     ([(0, 3), (4, 12), (12.3, 20), (21.5, 26), (26.4, 40)], 20),  # the longest pause may be the last one before 30 s
     ([(0, 4), (4.5, 10), (11.5, 20), (20.3, 29), (29.5, 40)], 10),  # a piece ending at 10 s exactly counts
+    ([(0, 5), (5, 12), (12, 20), (20, 28), (28, 40)], 12),  # spans that touch: the first of the equal (zero) pauses
 ])
 def test_a_full_window_ends_at_its_longest_pause_after_its_first_10_seconds(spans, first_end):
     audio = np.zeros(45 * SR, np.float32)
     spans = [(int(a * SR), int(b * SR)) for a, b in spans]
-    rest = next(start for start, _ in spans if start > first_end * SR)
+    rest = next(start for start, _ in spans if start >= first_end * SR)
     assert plan_windows(audio, spans) == [Window(0, first_end * SR), Window(rest, 40 * SR)]
 
 

@@ -121,7 +121,8 @@ def plan_windows(audio: np.ndarray, spans: Sequence[Tuple[int, int]], max_window
 
 def _longest_pause(pieces: List[Tuple[int, int]]) -> int:
     """Index of the piece after which the window should end: the one followed by the longest
-    pause, among pieces ending past MIN_WINDOW_S (the last piece when there is no pause)."""
+    pause, among pieces ending past MIN_WINDOW_S; the first of equal pauses (spans that touch
+    give pauses of 0); the last piece when none ends past MIN_WINDOW_S."""
     earliest = pieces[0][0] + int(MIN_WINDOW_S * SAMPLE_RATE)
     best, best_pause = len(pieces) - 1, -1
     for index in range(len(pieces) - 1):
