@@ -116,9 +116,14 @@ def test_without_timestamps_gives_window_long_segments(tiny_service, data_dir, b
 
 
 def test_hallucination_silence_threshold_runs_end_to_end(tiny_service, data_dir):
-    samples = np.concatenate([audio(data_dir, "jfk.flac"), np.zeros(16000 * 15, np.float32), audio(data_dir, "jfk.flac")])
+    """Speech on both sides of 15 s of silence is kept, and nothing is placed in the silence. Two
+    different clips: the same clip twice reads as a loop (compression ratio over 2.4), so the
+    library samples at temperature 1.0, and one draw in five lost a "fellow Americans"."""
+    samples = np.concatenate([audio(data_dir, "jfk.flac"), np.zeros(16000 * 15, np.float32), audio(data_dir / "ljspeech", "LJ001-0003.wav")])
     transcript = tiny_service.engine.transcribe(samples, request(batch_size=1, word_timestamps=True, hallucination_silence_threshold=2.0))
-    assert transcript.text.lower().count("fellow american") == 2  # both copies kept ("American asks" and "Americans ask" both seen)
+    text = transcript.text.lower()
+    assert "my fellow americans" in text and "chinese took impressions from wood blocks" in text
+    assert [s for s in transcript.segments if s.end > 11.5 and s.start < 25.5] == []
 
 
 def test_concurrent_jobs_with_different_options_never_share_a_batch(tiny_service, data_dir, monkeypatch):
