@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers import base_model_dir, tiny_en_model_dir  # noqa: E402
+from helpers import base_model_dir, record_sampling, tiny_en_model_dir  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -32,6 +32,19 @@ def _clean_worker_env(monkeypatch):
     for name in list(os.environ):
         if name.startswith("WHISPER_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _greedy_decoding_only(request, monkeypatch):
+    """A test whose real-model decoding samples (falls back above temperature 0) passes or fails
+    by the random draw: CI once failed on a " You" sampled over brown noise, one draw in twelve.
+    Such a test fails here on every run, unless marked `samples` (its checks then hold for any draw)."""
+    if request.node.get_closest_marker("samples"):
+        yield
+        return
+    sampled = record_sampling(monkeypatch)
+    yield
+    assert not sampled, f"real-model decoding sampled ({', '.join(sorted(set(sampled)))}): the outcome depends on the random draw"
 
 
 @pytest.fixture(scope="session")

@@ -227,3 +227,29 @@ def wait_until(condition, timeout: float = 5.0, interval: float = 0.01) -> bool:
             return False
         time.sleep(interval)
     return True
+
+
+def record_sampling(monkeypatch) -> list:
+    """Every real-model decoding above temperature 0 from now on, batched ("batched at T") or
+    sequential ("sequential at T"): a sampled output changes with the random draw and the CPU."""
+    from faster_whisper.transcribe import WhisperModel
+
+    import worker.whisper_parts as parts
+
+    sampled: list = []
+    run_windows, generate_with_fallback = parts.run_windows, WhisperModel.generate_with_fallback
+
+    def batched(whisper, windows, tokenizer, options):
+        if options.temperatures[0] > 0:
+            sampled.append(f"batched at {options.temperatures[0]}")
+        return run_windows(whisper, windows, tokenizer, options)
+
+    def sequential(self, *args, **kwargs):
+        result = generate_with_fallback(self, *args, **kwargs)
+        if result[2] > 0:  # (result, avg_logprob, temperature, compression_ratio)
+            sampled.append(f"sequential at {result[2]}")
+        return result
+
+    monkeypatch.setattr(parts, "run_windows", batched)
+    monkeypatch.setattr(WhisperModel, "generate_with_fallback", sequential)
+    return sampled

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from helpers import references, wer
+from helpers import record_sampling, references, wer
 from worker.audio import decode_audio
 from worker.config import Settings
 from worker.errors import RequestError
@@ -124,6 +124,20 @@ def test_hallucination_silence_threshold_runs_end_to_end(tiny_service, data_dir)
     text = transcript.text.lower()
     assert "my fellow americans" in text and "chinese took impressions from wood blocks" in text
     assert [s for s in transcript.segments if s.end > 11.5 and s.start < 25.5] == []
+
+
+@pytest.mark.samples
+def test_the_sampling_guard_sees_decoding_above_temperature_zero_in_both_modes(tiny_service, data_dir, monkeypatch):
+    """What conftest's guard relies on: greedy decoding records nothing, sampling is recorded in
+    the batched and the sequential mode (the transcripts themselves are left unchecked: random)."""
+    sampled = record_sampling(monkeypatch)
+    samples = audio(data_dir, "jfk.flac")
+    for fields in ({}, {"batch_size": 1}):
+        tiny_service.engine.transcribe(samples, request(temperature=0.0, **fields))
+    assert sampled == []
+    for fields in ({}, {"batch_size": 1}):
+        tiny_service.engine.transcribe(samples, request(temperature=0.7, **fields))
+    assert sorted(set(sampled)) == ["batched at 0.7", "sequential at 0.7"]
 
 
 def test_concurrent_jobs_with_different_options_never_share_a_batch(tiny_service, data_dir, monkeypatch):

@@ -233,6 +233,7 @@ def short_clip():
     return decode_audio(str(DATA / "hotwords.mp3"), 60.0)
 
 
+@pytest.mark.samples  # temperatures are among the numbers; it checks what holds for any draw
 @settings(max_examples=40 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.sampled_from(sorted(NUMERIC)).flatmap(lambda name: st.tuples(st.just(name), NUMERIC[name])), st.sampled_from([1, 4]))
 def test_any_number_is_refused_by_name_or_decodes(tiny_service, short_clip, option, batch_size):
