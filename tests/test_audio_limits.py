@@ -231,8 +231,6 @@ def test_channels_without_a_layout_that_cannot_be_mixed_down_are_named_as_such(c
 def test_a_file_that_keeps_changing_its_sample_rate_is_refused(monkeypatch):
     """Every change of rate or channels costs a new resampler (20x a frame's work): a file made to
     alternate on every frame is refused past MAX_FORMAT_CHANGES, while a few joins decode whole."""
-    from helpers import encode_audio
-
     def tone(rate, samples):
         return encode_audio(0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / rate), rate, fmt="mp3", codec="mp3")
 

@@ -602,7 +602,7 @@ def test_speech_after_the_last_timestamp_is_decoded_again_at_most_twice_deeper(h
     end = jfk.shape[0]  # 11 s, one window without VAD
     stops = {(0, end): (" One.", 4.0), (4 * SR, end): (" Two.", 3.0), (7 * SR, end): (" Three.", 1.0)}
     device = devices(chain(stops))
-    segments = Consumer(job_of(hf_tokenizer, jfk, decoding(vad_filter=False), device)).result()
+    segments = collect(job_of(hf_tokenizer, jfk, decoding(vad_filter=False), device))
     assert TAIL_ROUNDS == 2
     assert device.requests == [Request(0.0, [(0, end)], False), Request(0.0, [(4 * SR, end)], True),
                                Request(0.0, [(7 * SR, end)], True)]  # not the third tail from 8 s
@@ -642,7 +642,7 @@ def test_a_tail_falls_back_like_any_window_and_its_segments_follow_its_parent(hf
         return parts.WindowOutput(tokens=say(tokenizer, 0.0, text, last), avg_logprob=-0.3, no_speech_prob=0.1)
 
     device = devices(script)
-    segments = Consumer(job_of(hf_tokenizer, jfk, decoding(vad_filter=False), device)).result()
+    segments = collect(job_of(hf_tokenizer, jfk, decoding(vad_filter=False), device))
     assert device.requests == [Request(0.0, [(0, end)], False), Request(0.0, [tail], True), Request(0.2, [tail], False)]
     assert rows(segments) == [(0.0, 5.0, " Parent."), (5.0, 11.0, " Tail.")]
     assert [s.temperature for s in segments] == [0.0, 0.2]
@@ -702,7 +702,7 @@ def test_requests_ending_out_of_order_give_the_same_segments(hf_tokenizer, pause
     reference = collect(job)
     planned_windows = [(w.start, w.end) for w in job.windows]
     device = devices(mixed, seed=seed)
-    segments = Consumer(job_of(hf_tokenizer, paused, options, device)).result()
+    segments = collect(job_of(hf_tokenizer, paused, options, device))
     assert rows(segments) == rows(reference)
     assert [s.temperature for s in segments] == [s.temperature for s in reference]
     assert len(reference) > 30 and {s.temperature for s in reference} == {0.0, 0.2}
@@ -880,7 +880,7 @@ def test_features_computed_on_a_host_pool_reach_the_device_in_window_order(hf_to
     device = devices(mixed, gather=0)
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="host") as host:
         job = job_of(hf_tokenizer, paused, options, device, host=host)
-        segments = Consumer(job).result()
+        segments = collect(job)
     assert rows(segments) == rows(reference)
     assert any(name.startswith("host") for name in job.whisper.extracting_threads)
     sent = [w for r in device.requests if r.temperature == 0.0 and not r.urgent for w in r.windows]
