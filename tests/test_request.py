@@ -223,7 +223,23 @@ def test_numbers_that_break_decoding_are_refused_before_anything_is_built(fields
     ({"audio": "a", "temperature_increment_on_fallback": 0.2, "temperature": "hot"},
      "temperature: must be a number from 0 to 1 when temperature_increment_on_fallback is given"),
     ({"audio": "a", "temperature_increment_on_fallback": 0.05},
-     "temperature_increment_on_fallback: gives more than 20 temperatures; use an increment of at least (1 - temperature) / 19"),
+     "temperature_increment_on_fallback: gives more than 20 temperatures from 0 to 1; use an increment of at least 0.05263"),
+    ({"audio": "a", "temperature_increment_on_fallback": 1e-12, "temperature": 1.0},  # the stop's slack once built a million
+     "temperature_increment_on_fallback: gives more than 20 temperatures from 1 to 1; use an increment of at least 1e-06"),
+    ({"audio": "a", "temperature_increment_on_fallback": 5e-324, "temperature": 0.5},  # numpy raised on this one
+     "temperature_increment_on_fallback: gives more than 20 temperatures from 0.5 to 1; use an increment of at least 0.02632"),
+    ({"audio": "a", "temperature_increment_on_fallback": 10**400}, "temperature_increment_on_fallback: must be a positive number or null"),
+    ({"audio": "a", "temperature_increment_on_fallback": 0.2, "temperature": 10**400},
+     "temperature: must be a number from 0 to 1 when temperature_increment_on_fallback is given"),
+    ({"audio": "a", "temperature": 10**400}, "temperature: Input should be a valid number (got number)"),  # float() once raised OverflowError
+    ({"audio": "a", "log_prob_threshold": 0.0}, "log_prob_threshold: Input should be less than 0"),
+    ({"audio": "a", "compression_ratio_threshold": 0.1}, "compression_ratio_threshold: Input should be greater than or equal to 1"),
+    ({"audio": "a", "best_of": 32, "temperature": [0.0] + [0.5] * 19},
+     "best_of: a window would cost 613 decodes when every fallback runs (beam_size x patience = 5 at temperature 0, best_of = 32 at each "
+     "of 19 higher temperatures); at most 200: use fewer temperatures, a smaller best_of or beam_size"),
+    ({"audio": "a", "beam_size": 32, "patience": 10.0, "batch_size": 1},
+     "patience: a window would cost 345 decodes when every fallback runs (beam_size x patience = 320 at temperature 0, best_of = 5 at each "
+     "of 5 higher temperatures); at most 200: use fewer temperatures, a smaller best_of or beam_size"),
     ({"audio": "a", "transcription": "srt", "response_format": "json"}, "response_format: legacy requests choose their format with `transcription`"),
     ({"audio": "a", "response_format": "json", "word_timestamps": True, "max_line_width": 42},
      "max_line_width: lays out subtitle cues; it needs response_format srt or vtt"),

@@ -5,10 +5,8 @@ Nothing else in the worker knows that shape."""
 
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from .config import Settings
@@ -71,18 +69,8 @@ def take_legacy(data: dict, renamed: dict) -> dict:
             data["suppress_tokens"] = [int(t) for t in data["suppress_tokens"].split(",") if t.strip()]
         except ValueError:
             raise RequestError("must be a comma-separated list of token ids", field="suppress_tokens") from None
-    if "temperature_increment_on_fallback" in data:
-        increment = data.pop("temperature_increment_on_fallback")
-        start = data.get("temperature", 0.0)
-        if increment is not None:
-            if not _is_number(increment) or not math.isfinite(increment) or increment <= 0:
-                raise RequestError("must be a positive number or null", field="temperature_increment_on_fallback")
-            if not _is_number(start) or not math.isfinite(start) or not 0.0 <= start <= 1.0:
-                raise RequestError("must be a number from 0 to 1 when temperature_increment_on_fallback is given", field="temperature")
-            if (1.0 - start) / increment > 19:
-                raise RequestError("gives more than 20 temperatures; use an increment of at least (1 - temperature) / 19", field="temperature_increment_on_fallback")
-            data["temperature"] = [round(float(t), 6) for t in np.arange(start, 1.0 + 1e-6, increment)]
-    legacy: dict = {"model": data.pop("model", None)}
+    # the fallback schedule is built by worker.request.temperature_steps, as the request's own list is read
+    legacy: dict = {"model": data.pop("model", None), "increment": data.pop("temperature_increment_on_fallback", None)}
     for name in ("transcription", "translate", "translation"):
         if name in data:
             legacy[name] = data.pop(name)
@@ -102,6 +90,3 @@ def check_model(model: Any, settings: Settings) -> None:
     if model not in (settings.model, settings.served_model_name):
         raise RequestError(f"this endpoint serves {settings.served_model_name!r}; it cannot load {model!r} per request", field="model")
 
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -8,6 +8,7 @@ The engine reads `decoding_options()`; nothing else turns fields into faster-whi
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, List, Literal, Optional, Union
@@ -19,6 +20,11 @@ from .errors import RequestError
 from .legacy import LEGACY_ONLY_FIELDS, LegacyOutput, check_model, take_legacy
 
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+MAX_TEMPERATURES = 20
+# The most hypotheses one window may cost when every fallback runs (beam_size x patience at
+# temperature 0, best_of at each higher one): the defaults cost 30; 20 temperatures x best_of 32
+# cost 640 and made an 11 s clip take 100 s on a CPU. decodes_per_window() counts them.
+MAX_DECODES_PER_WINDOW = 200
 MAX_URL_LENGTH = 8192
 MAX_PROMPT_CHARS = 4000
 
@@ -46,7 +52,7 @@ MAX_CHANNELS_TRANSCRIBED = 8  # multichannel: each channel is a transcription of
 
 
 class VadParameters(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     neg_threshold: Optional[float] = Field(None, ge=0.0, le=1.0)
@@ -70,7 +76,7 @@ class KnownSpeaker(BaseModel):
 class TranscriptionRequest(BaseModel):
     """One job's input after validation. Field names are the public API (see README)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     audio: Optional[str] = Field(None, min_length=1, max_length=MAX_URL_LENGTH)
     audio_base64: Optional[str] = Field(None, min_length=1)
@@ -89,15 +95,18 @@ class TranscriptionRequest(BaseModel):
     repetition_penalty: Annotated[float, DECODING] = Field(1.0, ge=1.0, le=10.0)  # below 1 rewards repeating: Whisper loops
     no_repeat_ngram_size: Annotated[int, DECODING] = Field(0, ge=0, le=100)
     temperature: Annotated[Union[float, List[float]], DECODING] = list(DEFAULT_TEMPERATURES)
-    compression_ratio_threshold: Annotated[Optional[float], DECODING] = Field(2.4, gt=0.0)
-    log_prob_threshold: Annotated[Optional[float], DECODING] = -1.0
+    # Thresholds that send every window through every fallback by construction are refused: a
+    # text compresses to under its own size only when short (ratio < 1), and an average
+    # log-probability is never above 0.
+    compression_ratio_threshold: Annotated[Optional[float], DECODING] = Field(2.4, ge=1.0, le=100.0)
+    log_prob_threshold: Annotated[Optional[float], DECODING] = Field(-1.0, ge=-100.0, lt=0.0)
     no_speech_threshold: Annotated[Optional[float], DECODING] = Field(0.6, ge=0.0, le=1.0)
     condition_on_previous_text: Annotated[bool, Option(decoding=True, sequential_only="batched decoding never conditions on previous text")] = True
     initial_prompt: Annotated[Optional[str], DECODING] = Field(None, max_length=MAX_PROMPT_CHARS)
     hotwords: Annotated[Optional[str], DECODING] = Field(None, max_length=MAX_PROMPT_CHARS)
     suppress_tokens: Annotated[List[int], DECODING] = Field(default_factory=lambda: [-1], max_length=1000)
     without_timestamps: Annotated[bool, DECODING] = False
-    hallucination_silence_threshold: Annotated[Optional[float], Option(decoding=True, sequential_only="batched decoding does not skip hallucinated silences")] = Field(None, gt=0.0)
+    hallucination_silence_threshold: Annotated[Optional[float], Option(decoding=True, sequential_only="batched decoding does not skip hallucinated silences")] = Field(None, gt=0.0, le=3600.0)
     multilingual: Annotated[bool, DECODING] = False
     # Subtitle layout (srt/vtt, with word timestamps), as the OpenAI Whisper CLI offers it.
     max_line_width: Annotated[Optional[int], SUBTITLE] = Field(None, ge=1, le=1000)
@@ -116,19 +125,19 @@ class TranscriptionRequest(BaseModel):
     @field_validator("temperature", mode="before")
     @classmethod
     def _int_temperature(cls, value: Any) -> Any:
-        # Strict mode refuses 0 for a float; JSON clients write 0 as often as 0.0.
-        if isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, list):
-            return [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
-        return value
+        # Strict mode refuses 0 for a float; JSON clients write 0 as often as 0.0. (An int too
+        # large for a float stays an int: the range check below refuses it.)
+        def as_float(v: Any) -> Any:
+            return float(v) if isinstance(v, int) and not isinstance(v, bool) and abs(v) <= 1000 else v
+
+        return [as_float(v) for v in value] if isinstance(value, list) else as_float(value)
 
     @field_validator("temperature")
     @classmethod
     def _temperature_range(cls, value: Union[float, List[float]]) -> Union[float, List[float]]:
-        values = value if isinstance(value, list) else [value]
-        if not values or len(values) > 20:
-            raise ValueError("must be a number or a list of 1 to 20 numbers")
+        values = temperature_list(value)
+        if not values or len(values) > MAX_TEMPERATURES:
+            raise ValueError(f"must be a number or a list of 1 to {MAX_TEMPERATURES} numbers")
         if any(not (0.0 <= v <= 2.0) for v in values):
             raise ValueError("every temperature must be between 0 and 2")
         return value
@@ -151,7 +160,12 @@ class TranscriptionRequest(BaseModel):
 
     @property
     def temperatures(self) -> List[float]:
-        return self.temperature if isinstance(self.temperature, list) else [self.temperature]
+        return temperature_list(self.temperature)
+
+    def decodes_per_window(self) -> int:
+        """Hypotheses one window costs when every fallback runs: beam search (beam_size, widened
+        by patience) at temperature 0, best_of samples at each higher temperature."""
+        return sum(max(1, math.ceil(self.beam_size * self.patience)) if t == 0 else self.best_of for t in self.temperatures)
 
     @property
     def subtitle_layout(self) -> dict:
@@ -179,6 +193,26 @@ class TranscriptionRequest(BaseModel):
 TranscriptionRequest.model_rebuild()
 
 
+def temperature_list(temperature: Union[float, List[float]]) -> List[float]:
+    """The fallback temperatures, as both request shapes give them (a number or a list)."""
+    return list(temperature) if isinstance(temperature, list) else [temperature]
+
+
+def temperature_steps(start: Any, increment: Any) -> List[float]:
+    """worker-faster_whisper's fallback schedule: start, start + increment, ... up to 1.0 (as
+    numpy.arange(start, 1 + 1e-6, increment)), counted before it is built, so a tiny increment
+    is refused instead of building millions of steps."""
+    if not _finite_number(increment) or increment <= 0:
+        raise RequestError("must be a positive number or null", field="temperature_increment_on_fallback")
+    if not _finite_number(start) or not 0.0 <= start <= 1.0:
+        raise RequestError("must be a number from 0 to 1 when temperature_increment_on_fallback is given", field="temperature")
+    steps = (1.0 + 1e-6 - start) / increment  # inf for the tiniest increments
+    if steps > MAX_TEMPERATURES:
+        raise RequestError(f"gives more than {MAX_TEMPERATURES} temperatures from {start:g} to 1; use an increment of at least "
+                           f"{max((1.0 - start) / (MAX_TEMPERATURES - 1), 1e-6):.4g}", field="temperature_increment_on_fallback")
+    return [round(float(start) + index * float(increment), 6) for index in range(math.ceil(steps))]
+
+
 OPTIONS = {name: next((fact for fact in info.metadata if isinstance(fact, Option)), Option())
            for name, info in TranscriptionRequest.model_fields.items()}
 DECODING_FIELDS = tuple(name for name, option in OPTIONS.items() if option.decoding)
@@ -197,6 +231,9 @@ def parse_request(job_input: Any, settings: Settings, uploaded: bool = False) ->
     legacy = take_legacy(data, renamed) if LEGACY_ONLY_FIELDS & data.keys() else None
     if legacy is not None:
         check_model(legacy.pop("model", None), settings)
+        increment = legacy.pop("increment")
+        if increment is not None:
+            data["temperature"] = temperature_steps(data.get("temperature", 0.0), increment)
         data.setdefault("batch_size", 1)  # that worker decodes sequentially
     try:
         request = TranscriptionRequest.model_validate(data)
@@ -204,6 +241,10 @@ def parse_request(job_input: Any, settings: Settings, uploaded: bool = False) ->
             request._legacy = LegacyOutput.model_validate(legacy)
     except ValidationError as exc:
         raise _as_request_error(exc, renamed) from None
+    except (ArithmeticError, RecursionError, MemoryError, TypeError, ValueError) as exc:
+        # a value a validator could not even look at (an int too large for a float, nesting
+        # deeper than Python recurses): refused by name all the same
+        raise RequestError(f"cannot be read ({type(exc).__name__})", field=renamed.get(_culprit(data), _culprit(data))) from None
     if uploaded:
         for name in ("audio", "audio_base64"):
             if getattr(request, name) is not None:
@@ -216,6 +257,18 @@ def parse_request(job_input: Any, settings: Settings, uploaded: bool = False) ->
     if request.stream and not settings.streaming:
         raise RequestError("streaming is disabled on this endpoint (set WHISPER_STREAMING=true)", field="stream")
     return request
+
+
+def _culprit(data: dict) -> str:
+    """The field whose value alone makes validation fail with something other than a field error."""
+    for name, value in data.items():
+        try:
+            TranscriptionRequest.model_validate({name: value})
+        except ValidationError:
+            continue
+        except Exception:  # noqa: BLE001 - this is the one
+            return name
+    return "input"
 
 
 def _check_audio_source(request: TranscriptionRequest) -> None:
@@ -247,6 +300,7 @@ def _check_mode(request: TranscriptionRequest) -> None:
         raise RequestError("needs max_line_width or max_words_per_line to know where a line ends", field="max_line_count")
     if request.beam_size * request.patience < 1:
         raise RequestError(f"beam_size x patience must be at least 1 (got {request.beam_size} x {request.patience:g})", field="patience")
+    _check_work(request)
     if request.hallucination_silence_threshold is not None and not request.word_timestamps:
         raise RequestError("needs word_timestamps=true", field="hallucination_silence_threshold")
     if request.vad_parameters is not None and not request.vad_filter:
@@ -254,6 +308,26 @@ def _check_mode(request: TranscriptionRequest) -> None:
     if request.legacy and request.response_format != "verbose_json" and "response_format" in explicit:
         raise RequestError("legacy requests choose their format with `transcription`", field="response_format")
     _check_speakers(request)
+
+
+def _check_work(request: TranscriptionRequest) -> None:
+    """Refuse a window that would cost more than MAX_DECODES_PER_WINDOW hypotheses when every
+    fallback runs, naming the option that makes it so."""
+    cost = request.decodes_per_window()
+    if cost <= MAX_DECODES_PER_WINDOW:
+        return
+    temperatures = request.temperatures
+    beam = max(1, math.ceil(request.beam_size * request.patience)) if 0.0 in temperatures else 0
+    sampled = len(temperatures) - (1 if beam else 0)
+    # best_of x 20 temperatures alone stays within the bound at the default best_of
+    if beam > MAX_DECODES_PER_WINDOW // 2:
+        field = "beam_size" if "patience" not in request.model_fields_set else "patience"
+    else:
+        field = "best_of"
+    parts = ([f"beam_size x patience = {beam} at temperature 0"] if beam else []) + \
+        ([f"best_of = {request.best_of} at each of {sampled} higher temperatures"] if sampled else [])
+    raise RequestError(f"a window would cost {cost} decodes when every fallback runs ({', '.join(parts)}); at most "
+                       f"{MAX_DECODES_PER_WINDOW}: use fewer temperatures, a smaller best_of or beam_size", field=field)
 
 
 def _check_speakers(request: TranscriptionRequest) -> None:
@@ -306,6 +380,15 @@ def _as_request_error(exc: ValidationError, renamed: dict) -> RequestError:
     if error["type"].endswith("_type") or error["type"] == "literal_error":
         message = f"{message} (got {_json_type(error.get('input'))})"
     return RequestError(message, field=field)
+
+
+def _finite_number(value: Any) -> bool:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _json_type(value: Any) -> str:
