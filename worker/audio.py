@@ -40,7 +40,8 @@ MAX_CHANNELS = 64
 def decode_audio(source: Union[str, bytes, BinaryIO], max_seconds: float, cancelled: Optional[threading.Event] = None,
                  max_channels: Optional[int] = None) -> np.ndarray:
     """Return mono float32 samples at 16 kHz; AudioError for anything that is not usable audio.
-    With `max_channels`, the channels are kept apart: (channels, samples), at most that many."""
+    With `max_channels`, the channels are kept apart: (channels, samples), at most that many, each
+    channel's row contiguous; `max_seconds` then bounds the work, channels x seconds."""
     if isinstance(source, str):
         try:
             with open(source, "rb") as handle:
@@ -50,26 +51,29 @@ def decode_audio(source: Union[str, bytes, BinaryIO], max_seconds: float, cancel
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
     with _as_audio_errors():
-        with _open_audio(source, max_seconds) as container:
+        with _open_audio(source, max_seconds, max_channels) as container:
             stream = container.streams.audio[0]
-            layout = "mono"
+            layout, reserve = "mono", None
             if max_channels is not None:
                 channels = stream.codec_context.channels or 1
                 if channels > max_channels:
                     raise AudioError(f"has {channels} channels; multichannel transcribes at most {max_channels}", field="audio")
                 layout = stream.codec_context.layout
-            samples = _decode_stream(container, stream, int(max_seconds * SAMPLE_RATE), max_seconds, cancelled, layout)
-    _check_signal(samples.size, float(np.max(np.abs(samples))) if samples.size else 0.0)
+                reserve = _declared_seconds(container, stream)
+            samples = _decode_stream(container, stream, int(max_seconds * SAMPLE_RATE), max_seconds, cancelled, layout, reserve)
+    # max and min, not max(abs(...)): abs() would be a whole-file copy
+    _check_signal(samples.size, max(float(samples.max()), -float(samples.min())) if samples.size else 0.0)
     return samples
 
 
-def _open_audio(source: BinaryIO, max_seconds: float):
-    """The container, opened under the whitelist, with an audio stream and a usable duration."""
+def _open_audio(source: BinaryIO, max_seconds: float, max_channels: Optional[int] = None):
+    """The container, opened under the whitelist, with an audio stream and a usable duration
+    (with `max_channels`, that of up to that many channels kept apart: channels x seconds)."""
     container = av.open(source, mode="r", metadata_errors="ignore", container_options=CONTAINER_OPTIONS)
     try:
         if not container.streams.audio:
             raise AudioError("contains no audio stream", field="audio")
-        _check_declared(container, container.streams.audio[0], max_seconds)
+        _check_declared(container, container.streams.audio[0], max_seconds, max_channels)
     except BaseException:
         container.close()
         raise
@@ -110,10 +114,16 @@ def _declared_seconds(container, stream) -> Optional[float]:
     return None
 
 
-def _check_declared(container, stream, max_seconds: float) -> None:
+def _check_declared(container, stream, max_seconds: float, max_channels: Optional[int] = None) -> None:
     declared = _declared_seconds(container, stream)
-    if declared is not None and declared > max_seconds:
-        raise AudioTooLong(f"is {declared:.0f} s long, over the {max_seconds:g} s limit", field="audio")
+    kept = 1  # channels transcribed: mixed down to one, or (multichannel) each on its own
+    if max_channels is not None and stream.codec_context is not None:
+        kept = max(1, min(stream.codec_context.channels or 1, max_channels))
+    if declared is not None and declared * kept > max_seconds:
+        if kept == 1:
+            raise AudioTooLong(f"is {declared:.0f} s long, over the {max_seconds:g} s limit", field="audio")
+        raise AudioTooLong(f"is {declared:.0f} s long with {kept} channels: {declared * kept:.0f} s to transcribe, over the "
+                           f"{max_seconds:g} s limit (multichannel counts channels x seconds)", field="audio")
     if stream.codec_context is None:
         raise AudioError("has an audio stream with no decoder (unknown or corrupt codec)", field="audio")
     channels = stream.codec_context.channels or 0
@@ -161,8 +171,11 @@ def decode_chunks(container, stream, max_samples: int, max_seconds: float, cance
         for frame in frames:
             array = frame.to_ndarray().reshape(frame.samples, -1).T  # (channels, samples)
             total += array.shape[1]
-            if total > max_samples:
-                raise AudioTooLong(f"is longer than the {max_seconds:g} s limit", field="audio")
+            if total * array.shape[0] > max_samples:  # the work: channels x samples
+                if array.shape[0] == 1:
+                    raise AudioTooLong(f"is longer than the {max_seconds:g} s limit", field="audio")
+                raise AudioTooLong(f"has {array.shape[0]} channels longer than {max_seconds / array.shape[0]:g} s: over the "
+                                   f"{max_seconds:g} s limit (multichannel counts channels x seconds)", field="audio")
             yield array
 
     packets = container.demux(stream)
@@ -187,21 +200,50 @@ def decode_chunks(container, stream, max_samples: int, max_seconds: float, cance
     yield from take(resample(None))
 
 
-def _decode_stream(container, stream, max_samples: int, max_seconds: float, cancelled: Optional[threading.Event], layout="mono") -> np.ndarray:
-    parts = list(decode_chunks(container, stream, max_samples, max_seconds, cancelled, layout))
-    total = sum(part.shape[1] for part in parts)
-    # One float32 array, filled part by part (freeing each): the peak is the int16 parts plus the
-    # output, not several whole-file copies (concatenate, astype and the division each make one).
-    channels = parts[0].shape[0] if parts else 1
-    samples = np.empty((channels, total), dtype=np.float32)
-    position = 0
-    parts.reverse()
-    while parts:
-        part = parts.pop()
-        samples[:, position:position + part.shape[1]] = part
-        position += part.shape[1]
-    samples *= 1.0 / 32768.0
+def _decode_stream(container, stream, max_samples: int, max_seconds: float, cancelled: Optional[threading.Event], layout="mono",
+                   reserve_seconds: Optional[float] = None) -> np.ndarray:
+    """The samples as float32, (channels, n) (mono: (n,)). Held once: with
+    `reserve_seconds` (a multichannel decode whose header states its duration) a planar buffer of
+    that many seconds (and one more, for rounding), bounded by the limit, is filled as the frames
+    come, each channel a contiguous row, and returned as a view: the peak is the output itself.
+    Without it, or for what outgrows it, the int16 parts are kept and assembled into one float32
+    array of the exact size, part by part (freeing each): the peak is the parts plus the output,
+    never several whole-file copies (concatenate, astype and the division each make one)."""
+    buffer, filled, overflow, extra = None, 0, [], 0
+    channels = 1
+    for part in decode_chunks(container, stream, max_samples, max_seconds, cancelled, layout):
+        channels, size = part.shape
+        if size == 0:
+            continue
+        if buffer is None and reserve_seconds is not None:
+            room = max(0.0, min(reserve_seconds, max_seconds / channels)) * SAMPLE_RATE
+            buffer = np.empty((channels, int(room) + SAMPLE_RATE), np.float32)
+        if not overflow and buffer is not None and filled + size <= buffer.shape[1]:
+            _to_float(part, buffer[:, filled:filled + size])
+            filled += size
+        else:  # no header figure, or more than it said
+            overflow.append(part)
+            extra += size
+    if buffer is not None and not overflow:
+        samples = buffer[:, :filled]
+    else:
+        samples = np.empty((channels, filled + extra), np.float32)
+        if filled:
+            samples[:, :filled] = buffer[:, :filled]
+        buffer = None
+        position = filled
+        overflow.reverse()
+        while overflow:
+            part = overflow.pop()
+            _to_float(part, samples[:, position:position + part.shape[1]])
+            position += part.shape[1]
     return samples[0] if layout == "mono" else samples
+
+
+def _to_float(part: np.ndarray, out: np.ndarray) -> None:
+    """int16 samples into `out` as float32 in [-1, 1): faster-whisper's s16 / 32768 (exact)."""
+    out[...] = part
+    out *= 1.0 / 32768.0
 
 
 # Decoded samples are handed to readers in pieces of at least this many (0.25 s), not per codec

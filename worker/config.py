@@ -54,7 +54,8 @@ class Settings:
     model_cache_dir: Optional[str] = setting("WHISPER_CACHE_DIR", None, "Where downloaded models are cached.", shown="/runpod-volume/huggingface-cache/hub when a network volume is mounted, else the Hugging Face default")
     local_files_only: bool = setting("WHISPER_LOCAL_FILES_ONLY", False, "Never contact the Hugging Face hub; use cached or baked-in weights only.")
     max_download_bytes: int = setting("WHISPER_MAX_DOWNLOAD_BYTES", 1024 * 1024 * 1024, "Largest audio download or base64 payload accepted, in bytes.", bounds=(1, 10 * 2**30))
-    max_audio_seconds: float = setting("WHISPER_MAX_AUDIO_SECONDS", 4 * 3600.0, "Longest audio accepted, in seconds (checked from metadata and while decoding).", bounds=(1, 86_400))
+    max_audio_seconds: float = setting("WHISPER_MAX_AUDIO_SECONDS", 4 * 3600.0, "Longest audio accepted, in seconds (checked from metadata and while decoding); a `multichannel` job counts channels x seconds.", bounds=(1, 86_400))
+    max_reference_seconds: float = setting("WHISPER_MAX_REFERENCE_SECONDS", 60.0, "Longest `known_speakers` reference clip accepted, in seconds (each clip; checked like the main audio, before the transcription starts).", bounds=(1, 3600))
     download_timeout: float = setting("WHISPER_DOWNLOAD_TIMEOUT", 120.0, "Wall-clock limit for one audio download, in seconds.", bounds=(1, 3600))
     allow_local_files: bool = setting("WHISPER_ALLOW_LOCAL_FILES", False, "Accept a local file path as `audio` (the demo and tests turn it on).")
     allow_private_urls: bool = setting("WHISPER_ALLOW_PRIVATE_URLS", False, "Allow URLs that resolve to loopback/private/link-local addresses (tests only; never in production).")
@@ -73,6 +74,7 @@ class Settings:
     port: int = setting("PORT", 80, "The openai mode's HTTP port (RunPod's load-balancing convention).", bounds=(1, 65535))
     port_health: Optional[int] = setting("PORT_HEALTH", None, "The openai mode's /ping port: 204 while the model loads, 200 once it can serve.", shown="(the value of PORT)",
                                          check=(lambda value: value is None or 1 <= value <= 65535, "must be 1..65535"))
+    upload_timeout: float = setting("WHISPER_UPLOAD_TIMEOUT", 120.0, "The openai mode's wall-clock limit for receiving one upload, in seconds (a slower client gets 408; no transcription slot is held meanwhile).", bounds=(1, 3600))
 
     def __post_init__(self) -> None:
         if self.concurrency == 0:

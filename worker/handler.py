@@ -12,12 +12,11 @@ raise so the SDK reports them with a trace, and the next job is served either wa
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Callable, Optional
+from typing import Any, AsyncIterator, Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -25,11 +24,12 @@ from . import speakers
 from .audio import SAMPLE_RATE
 from .config import Settings
 from .diarize import DEFAULT_MAX_SPEAKERS, SpeakerCount
-from .errors import WorkerError
+from .errors import Cancelled, WorkerError
 from .formats import job_metrics, openai_output
 from .legacy import legacy_output
 from .request import MAX_CHANNELS_TRANSCRIBED, TranscriptionRequest, parse_request
 from .sources import AudioSources, describe
+from .stopping import AnyEvent
 from .transcript import Segment, Timings, Transcript, word_dict
 
 log = logging.getLogger("worker.jobs")
@@ -114,6 +114,9 @@ class Service:
             self.engine.check(request)
             if request.diarize:
                 speakers.require_backend()
+            # known voices' clips first: small (WHISPER_MAX_REFERENCE_SECONDS), and a bad one
+            # refuses the job before the main audio is fetched or any transcription starts
+            references = self._load_references(request, cancelled)
             channels = MAX_CHANNELS_TRANSCRIBED if request.multichannel else None
             # a batched job that only transcribes starts on the first decoded seconds
             streaming = request.is_batched and not (request.multichannel or request.diarize or (request.legacy and request.legacy.translate))
@@ -125,7 +128,7 @@ class Service:
             if request.multichannel:
                 transcript = self._by_channel(audio, request, job_id, cancelled, timings)
             elif request.diarize:
-                transcript = self._diarized(audio, request, job_id, report, cancelled, timings)
+                transcript = self._diarized(audio, request, job_id, report, cancelled, timings, references)
             else:
                 transcript = self.engine.transcribe(audio, request, job_id, report, cancelled, timings)
             if streaming:
@@ -159,27 +162,34 @@ class Service:
     def _by_channel(self, audio: np.ndarray, request: TranscriptionRequest, job_id: str, cancelled, timings: Timings) -> Transcript:
         """Each channel transcribed on its own, at once (batched jobs share device batches), each
         timed apart; the job's engine stages are those of the channel the merge takes as the main
-        one (the one with the most speech)."""
+        one (the one with the most speech). The decoded audio is held once: each channel is a row
+        of it, already contiguous (decode_audio decodes planar), handed over as a view."""
         with ThreadPoolExecutor(max_workers=len(audio), thread_name_prefix="whisper-channel") as pool:
-            futures = [pool.submit(self.engine.transcribe, np.ascontiguousarray(channel), request, f"{job_id}/{number}", None, cancelled)
+            futures = [pool.submit(self.engine.transcribe, channel, request, f"{job_id}/{number}", None, cancelled)
                        for number, channel in enumerate(audio, start=1)]
             transcripts = [future.result() for future in futures]
         merged = speakers.by_channel(transcripts, audio)
         timings.vad, timings.queue, timings.inference = merged.timings.vad, merged.timings.queue, merged.timings.inference
         return merged
 
-    def _diarized(self, audio: np.ndarray, request: TranscriptionRequest, job_id: str, report, cancelled, timings: Timings) -> Transcript:
+    def _diarized(self, audio: np.ndarray, request: TranscriptionRequest, job_id: str, report, cancelled, timings: Timings,
+                  references: List[Tuple[str, np.ndarray]]) -> Transcript:
         """Diarization runs beside the transcription; words are timed (whether or not the
-        output shows them) so that a segment can be split where the speaker changes."""
+        output shows them) so that a segment can be split where the speaker changes. A
+        diarization that fails (a known speaker's clip with no speech) stops the transcription:
+        its error is the job's answer, without waiting for the rest of the file."""
         low = request.min_speakers or 1
         count = SpeakerCount(request.num_speakers, low, request.max_speakers or max(low, DEFAULT_MAX_SPEAKERS))
-        references = [(known.name, functools.partial(self._load_reference, known, index, cancelled))
-                      for index, known in enumerate(request.known_speakers or [])]
+        failed = threading.Event()
         diarization = self.diarization().start(audio, count, references, cancelled)
+        diarization.add_done_callback(lambda done: done.cancelled() or done.exception() is None or failed.set())
         try:
-            transcript = self.engine.transcribe(audio, request.model_copy(update={"word_timestamps": True}), job_id, report, cancelled, timings)
-        except BaseException:
+            transcript = self.engine.transcribe(audio, request.model_copy(update={"word_timestamps": True}), job_id, report,
+                                                AnyEvent(cancelled, failed), timings)
+        except BaseException as exc:
             diarization.cancel()  # drops it if still queued; a started one finishes or sees `cancelled`
+            if isinstance(exc, Cancelled) and failed.is_set():
+                diarization.result()  # raises the diarization's error, which stopped the transcription
             raise
         turns, names, seconds = diarization.result()  # may still be queued behind another job's: wait
         timings.diarize = seconds
@@ -196,12 +206,21 @@ class Service:
                 self._speakers = speakers.Speakers(self.engine.model.device)
             return self._speakers
 
-    def _load_reference(self, known, index: int, cancelled) -> np.ndarray:
-        """A known speaker's clip, under the main audio's guards and limits; errors name it."""
-        try:
-            return self.sources.load(known, Timings(), cancelled)
-        except WorkerError as exc:
-            raise type(exc)(exc.message, field=f"known_speakers[{index}].audio") from None
+    def _load_references(self, request: TranscriptionRequest, cancelled) -> List[Tuple[str, np.ndarray]]:
+        """Known speakers' clips as (name, samples), each fetched and decoded under the main
+        audio's guards and WHISPER_MAX_REFERENCE_SECONDS, before the transcription starts;
+        errors name the clip (`known_speakers[1].audio`)."""
+        clips = []
+        for index, known in enumerate(request.known_speakers or []):
+            if cancelled is not None and cancelled.is_set():
+                raise Cancelled("job cancelled while fetching the known speakers' clips")
+            try:
+                clips.append((known.name, self.sources.load(known, Timings(), cancelled, max_seconds=self.settings.max_reference_seconds)))
+            except Cancelled:
+                raise
+            except WorkerError as exc:
+                raise type(exc)(exc.message, field=f"known_speakers[{index}].audio") from None
+        return clips
 
     def _output(self, request: TranscriptionRequest, transcript: Transcript, translation: Optional[Transcript]) -> dict:
         model = self.engine.model

@@ -10,7 +10,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -167,21 +167,29 @@ class Speakers:
                 self._diarizer = Diarizer(self.device)
             return self._diarizer
 
-    def start(self, audio: np.ndarray, count, references: Sequence[Tuple[str, Callable[[], np.ndarray]]],
+    def start(self, audio: np.ndarray, count, references: Sequence[Tuple[str, np.ndarray]],
               cancelled: Optional[threading.Event]) -> Future:
-        """A Future of (turns, names, seconds taken). `references`: (name, loader of its clip) for known voices."""
+        """A Future of (turns, names, seconds taken). `references`: (name, decoded clip) for known
+        voices, already fetched and checked by the job (their voiceprints are learnt here)."""
         return self._pool.submit(self._run, audio, count, references, cancelled)
 
     def _run(self, audio, count, references, cancelled):
-        from .errors import AudioError
+        from .errors import AudioError, Cancelled
+
+        def stop_if_cancelled(where: str) -> None:
+            if cancelled is not None and cancelled.is_set():
+                raise Cancelled(f"job cancelled {where}")
 
         started = time.perf_counter()
+        stop_if_cancelled("before diarizing")  # e.g. while it waited behind another job's
         diarizer = self.diarizer()
         prints = []
-        for index, (name, load) in enumerate(references):
-            voiceprint = diarizer.voiceprint(load())
+        for index, (name, clip) in enumerate(references):
+            stop_if_cancelled("while learning the known voices")
+            voiceprint = diarizer.voiceprint(clip, cancelled)
             if voiceprint is None:
                 raise AudioError("has no speech to learn the voice from", field=f"known_speakers[{index}].audio")
             prints.append((name, voiceprint))
+        stop_if_cancelled("while diarizing")
         result = diarizer.turns(audio, count, cancelled)
         return result.turns, name_voices(result.voiceprints, prints), time.perf_counter() - started
