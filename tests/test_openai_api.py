@@ -239,3 +239,108 @@ def test_diarized_json_in_openais_shape_with_known_speakers(tiny_url, tmp_path):
     with open(path, "rb") as f, pytest.raises(openai.BadRequestError, match="data URL"):
         api.audio.transcriptions.create(file=f, model="whisper-1", response_format="diarized_json",
                                         known_speaker_names=["Linda"], known_speaker_references=["https://example.com/linda.wav"])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_health_port_serves_ping_only(monkeypatch):
+    """PORT_HEALTH, when it is not PORT, answers /ping and nothing else: the API is on PORT."""
+    from types import SimpleNamespace
+
+    import uvicorn
+
+    from helpers import wait_until
+    from worker import openai_api
+    from worker.config import Settings
+
+    servers = []
+
+    class Recorded(uvicorn.Server):  # so that the test can stop what serve() started
+        def __init__(self, config):
+            super().__init__(config)
+            servers.append(self)
+
+    monkeypatch.setattr(uvicorn, "Server", Recorded)
+    settings = Settings(model="scripted", device="cpu", port=free_port(), port_health=free_port())
+    thread = threading.Thread(target=openai_api.serve, args=(settings, lambda: SimpleNamespace(settings=settings)), daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: len(servers) == 2 and all(server.started for server in servers), 10)
+        api, health = f"http://127.0.0.1:{settings.port}", f"http://127.0.0.1:{settings.health_port}"
+        assert wait_until(lambda: requests.get(f"{health}/ping", timeout=5).status_code == 200, 5)
+        for method, path in [("GET", "/v1/models"), ("POST", "/v1/audio/transcriptions"), ("POST", "/v1/audio/translations"), ("GET", "/")]:
+            assert requests.request(method, f"{health}{path}", timeout=5).status_code == 404, (method, path)
+        assert requests.get(f"{api}/v1/models", timeout=5).json()["data"][0]["id"] == "scripted"
+        assert requests.get(f"{api}/ping", timeout=5).status_code == 200
+    finally:
+        for server in servers:
+            server.should_exit = True
+        thread.join(10)
+
+
+def test_a_model_that_cannot_load_ends_the_server_with_exit_3(tmp_path):
+    """As in queue mode: "worker: cannot load the model: ..." on stderr and exit code 3, not a
+    server answering 503 "still loading" for ever."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    missing = tmp_path / "no-such-model"
+    env = dict(os.environ, WHISPER_MODE="openai", PORT=str(free_port()), WHISPER_MODEL=str(missing), WHISPER_LOCAL_FILES_ONLY="true")
+    worker = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _, stderr = worker.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.communicate()
+        pytest.fail("the server kept running after the model failed to load")
+    assert worker.returncode == 3, stderr.decode()[-2000:]
+    assert f"worker: cannot load the model: model directory {missing} does not exist" in stderr.decode()
+
+
+def diarized(*speakers):
+    segments = [{"id": index, "start": float(index), "end": index + 1.0, "text": f" words {index}", "speaker": speaker}
+                for index, speaker in enumerate(speakers)]
+    return {"task": "transcribe", "duration": float(len(speakers)), "text": "", "segments": segments,
+            "speakers": [{"speaker": speaker, "speaking_time": 1.0} for speaker in dict.fromkeys(speakers)]}
+
+
+def test_generated_speaker_letters_never_take_a_known_speakers_name():
+    """OpenAI labels unknown voices A, B, ...: a known speaker named "A" and an unknown voice must
+    not both read "A". Letters skip the names shown and the names asked for."""
+    import json
+
+    from worker.openai_api import render
+
+    def labels(output, known=None):
+        shape = {"format": "diarized_json", "words": False, "segments": True}
+        if known is not None:
+            shape["known"] = known
+        return [segment["speaker"] for segment in json.loads(render(output, shape).body)["segments"]]
+
+    assert labels(diarized("A", "SPEAKER_00", "SPEAKER_01", "A")) == ["A", "B", "C", "A"]
+    assert labels(diarized("SPEAKER_00", "C", "SPEAKER_01", "SPEAKER_02"), known=["C", "B"]) == ["A", "C", "D", "E"]
+    assert labels(diarized("Linda", "SPEAKER_00"), known=["Linda"]) == ["Linda", "A"]
+    many = diarized(*[f"SPEAKER_{n:02d}" for n in range(27)], "AA")
+    assert labels(many, known=["AA"])[25:] == ["Z", "BB", "AA"]
+
+
+def test_a_known_speaker_may_not_take_the_unknown_voices_label():
+    """SPEAKER_<n> is what the diarizer calls a voice no reference matched: as a known name it
+    would merge with one."""
+    from starlette.datastructures import FormData
+
+    from worker.config import Settings
+    from worker.openai_api import form_to_input
+
+    form = FormData([("known_speaker_names[]", "SPEAKER_01"), ("known_speaker_references[]", "data:audio/wav;base64,UklGRg==")])
+    refused = form_to_input(form, "transcribe", Settings(model="scripted"))
+    assert refused.status_code == 400 and b"known_speaker_names[0]" in refused.body

@@ -55,7 +55,11 @@ def main() -> int:
     if settings.mode == "openai":
         from . import openai_api
 
-        openai_api.serve(settings, lambda: entry.Service.from_settings(settings))
+        try:
+            openai_api.serve(settings, lambda: entry.Service.from_settings(settings))
+        except ModelError as exc:  # the servers have stopped: exit as queue mode does
+            print(f"worker: cannot load the model: {exc}", file=sys.stderr)
+            return 3
         return 0
     # Progress updates post to RunPod's job API, which exists only on RunPod itself.
     progress = post_progress if os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT") else None
