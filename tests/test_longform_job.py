@@ -310,8 +310,17 @@ def collect(job) -> list:
 
 
 def job_of(hf_tokenizer, samples, options, device, cancelled=None, in_flight=None, host=None, **whisper):
+    """`options` may hold "max_window_s" (see short()), given to the job as its window limit."""
+    options = dict(options)
+    longest = options.pop("max_window_s", MAX_WINDOW_S)
     return BatchedJob(Whisper(hf_tokenizer, getattr(samples, "samples", samples), **whisper), samples, options, device,
-                      cancelled, host=host, in_flight=in_flight)
+                      cancelled, host=host, in_flight=in_flight, max_window_s=longest)
+
+
+def short(seconds: float, options: dict) -> dict:
+    """`options` with windows of at most `seconds` (a job's own limit, for tests that want many
+    windows: a request cannot shorten them)."""
+    return dict(options, max_window_s=seconds)
 
 
 def first_temperature_windows(device) -> list:
@@ -429,7 +438,7 @@ def test_times_are_clamped_into_the_window_and_never_go_backwards(hf_tokenizer, 
         return parts.WindowOutput(tokens=tokens, avg_logprob=-0.3, no_speech_prob=0.1)
 
     device = Blocking(script)
-    job = job_of(hf_tokenizer, jfk, decoding(vad_parameters={"max_speech_duration_s": 5}), device)
+    job = job_of(hf_tokenizer, jfk, short(5, decoding()), device)
     segments = collect(job)
     windows = [(w.start, w.end) for w in job.windows]
     assert len(windows) >= 3 and all((end - start) / SR <= 5 for start, end in windows)
@@ -473,7 +482,7 @@ def output(tokenizer, text, avg_logprob=-0.3, no_speech_prob=0.1):
 
 
 def short_windows() -> dict:
-    return decoding(vad_parameters={"max_speech_duration_s": 2.5})
+    return short(2.5, decoding())
 
 
 def planned(hf_tokenizer, samples, options):
@@ -664,7 +673,7 @@ def test_words_are_placed_in_their_segments_at_file_times(hf_tokenizer, jfk):
         tokens = say(tokenizer, 0.0, " Ask not", half, half, " what your country", last)
         return parts.WindowOutput(tokens=tokens, avg_logprob=-0.3, no_speech_prob=0.1, alignment=alignment)
 
-    job = job_of(hf_tokenizer, jfk, decoding(word_timestamps=True, vad_parameters={"max_speech_duration_s": 5}), Blocking(script))
+    job = job_of(hf_tokenizer, jfk, short(5, decoding(word_timestamps=True)), Blocking(script))
     segments = collect(job)
     windows = [(w.start, w.end) for w in job.windows]
     assert len(segments) == 2 * len(windows) >= 4
@@ -721,7 +730,7 @@ def test_requests_ending_out_of_order_give_the_same_segments(hf_tokenizer, pause
 def without_vad(longest: float) -> dict:
     """No VAD (the whole file is speech, which saves the VAD's time) and windows of at most
     `longest` seconds: the loop's tests want many windows, and where they are does not matter."""
-    return dict(decoding(vad_filter=False), vad_parameters={"max_speech_duration_s": longest})
+    return short(longest, decoding(vad_filter=False))
 
 
 @pytest.fixture(scope="module")
@@ -830,17 +839,28 @@ def test_no_window_is_longer_than_30_seconds_whatever_max_speech_duration_allows
     assert all((end - start) / SR <= MAX_WINDOW_S for start, end in windows)
 
 
+def test_a_short_max_speech_duration_leaves_windows_their_normal_length(hf_tokenizer, jfk, silero):
+    """max_speech_duration_s splits the VAD's spans; windows merge them again, up to 30 s, so a
+    request's value never makes Whisper decode second-long windows (it once did: 64 % WER)."""
+    for samples in (jfk, silero):
+        spans = parts.speech_spans(samples, {"min_silence_duration_ms": 160, "max_speech_duration_s": 1})
+        assert max(end - start for start, end in spans) <= SR  # the option does cut the speech
+        cut = planned(hf_tokenizer, samples, decoding(vad_parameters={"max_speech_duration_s": 1}))
+        assert cut == [(w.start, w.end) for w in plan_windows(samples, spans)]
+        assert all(longform.MIN_WINDOW_S * SR <= end - start <= MAX_WINDOW_S * SR for start, end in cut), cut
+
+
 def test_the_language_is_the_requested_one_or_detected_on_the_first_window(hf_tokenizer, jfk):
     device = Blocking(speech)
     late = np.concatenate([np.zeros(2 * SR, np.float32), jfk])  # the first window does not start the file
-    job = job_of(hf_tokenizer, late, decoding(vad_parameters={"max_speech_duration_s": 5}), device, multilingual=True)
+    job = job_of(hf_tokenizer, late, short(5, decoding()), device, multilingual=True)
     collect(job)
     assert (job.plan.language, job.plan.language_probability) == ("de", 0.75) and job.windows[0].start > SR
     assert job.whisper.detections == [(job.windows[0].start, job.windows[0].end)]
     assert {t.language_code for t in device.tokenizers} == {"de"} and job.tokenizer.language_code == "de"
 
     device = Blocking(speech)
-    job = job_of(hf_tokenizer, jfk, decoding(language="fr", vad_parameters={"max_speech_duration_s": 5}), device, multilingual=True)
+    job = job_of(hf_tokenizer, jfk, short(5, decoding(language="fr")), device, multilingual=True)
     collect(job)
     assert (job.plan.language, job.plan.language_probability) == ("fr", 1.0) and job.whisper.detections == []
     assert {t.language_code for t in device.tokenizers} == {"fr"}
@@ -987,7 +1007,7 @@ def test_times_off_the_millisecond_grid_are_rounded_to_it(hf_tokenizer, jfk):
 
 
 def test_a_window_decoded_without_timestamps_is_one_segment(hf_tokenizer, jfk):
-    options = decoding(without_timestamps=True, vad_parameters={"max_speech_duration_s": 5})
+    options = short(5, decoding(without_timestamps=True))
     device = Blocking(lambda tok, start, end, t: parts.WindowOutput(tokens=tok.encode(f" All of {start}"), avg_logprob=-0.2,
                                                                      no_speech_prob=0.1))
     job = job_of(hf_tokenizer, jfk, options, device)

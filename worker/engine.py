@@ -6,6 +6,13 @@ Two modes, chosen by the request's batch_size:
   Concurrent sequential jobs share the model; CTranslate2 queues their calls.
 - >1: the worker's own batched long-form loop (worker.longform), whose device calls go through
   the shared BatchScheduler, which batches windows across all jobs in flight.
+
+In both, a segment never starts before its speech (start_at_speech): Whisper often puts a
+segment's opening timestamp early, over the non-speech before it, as far back as its window's
+start (without VAD, a sentence after 20 s of faint noise was stamped 0.0 s). With word timing, a segment
+starts no earlier than its first word; a start that lies over what Silero calls non-speech moves
+forward to where Silero hears speech (less START_MARGIN_S), never past the first word's end (with
+words) or the segment's end.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from .transcript import Segment, Timings, Transcript, Word
 log = logging.getLogger(__name__)
 
 SegmentCallback = Callable[[Segment, float], None]  # (segment, share of audio done 0..1)
+START_MARGIN_S = 0.2  # a start moved to speech lands this long before Silero's first speech window
 
 
 class Engine:
@@ -83,11 +91,16 @@ class Engine:
                 device = _ScheduledDevice(self.scheduler, job_id, cancelled)
                 job = BatchedJob(self.model.whisper, audio, options, device, cancelled, self.host, self.in_flight)
                 segments = job.segments()
+                view = job.audio.view  # a segment's audio is decoded before the segment is made
             else:
                 samples = audio.result() if hasattr(audio, "result") else audio
                 parts.reset_vad_clock()  # the library's VAD runs on this thread, timed there
                 segments, info = parts.transcribe_sequential(self.model.whisper, samples, options)
                 segments = (_convert(segment) for segment in segments)
+                view = lambda start, end: samples[start:end]  # noqa: E731
+            threshold = (options.get("vad_parameters") or {}).get("threshold") if options.get("vad_filter", True) else None
+            onsets = parts.SpeechOnsets(view, threshold)
+            segments = (start_at_speech(segment, onsets) for segment in segments)
             prepared = time.perf_counter()
             collected = _collect(segments, lambda: _duration(audio), on_segment, cancelled)
             duration = _duration(audio)
@@ -102,12 +115,12 @@ class Engine:
         finished = time.perf_counter()
         if job is not None:
             language, probability, speech = job.plan.language, job.plan.language_probability, job.speech_seconds
-            timings.vad = job.vad_seconds
+            timings.vad = job.vad_seconds + onsets.seconds
             timings.queue, timings.inference = device.queue_seconds, device.inference_seconds
         else:
             language, probability, speech = info.language, info.language_probability, info.duration_after_vad
-            timings.vad = parts.vad_seconds()
-            timings.inference = finished - prepared
+            timings.vad = parts.vad_seconds() + onsets.seconds
+            timings.inference = finished - prepared - onsets.seconds
         return Transcript(
             language=language,
             language_probability=float(probability),
@@ -178,6 +191,22 @@ def _collect(segments, duration: Callable[[], float], on_segment: Optional[Segme
             seconds = duration()
             on_segment(segment, min(1.0, segment.end / seconds) if seconds else 1.0)
     return collected
+
+
+def start_at_speech(segment: Segment, onsets: "parts.SpeechOnsets") -> Segment:
+    """The segment, its start (and its first word's) moved forward to its speech: see the module
+    docstring. Only ever later, never past the segment's end (nor its first word's end)."""
+    words = segment.words or []
+    begin = max(segment.start, words[0].start) if words else segment.start
+    limit = min(words[0].end, segment.end) if words else segment.end
+    onset = onsets.find(int(round(begin * SAMPLE_RATE)), int(round(limit * SAMPLE_RATE)))
+    if onset is not None:
+        begin = max(begin, min(onset / SAMPLE_RATE - START_MARGIN_S, limit))
+    segment.start = round(begin, 3)
+    for word in words:  # words before the new start begin with it (only the first can)
+        if word.start < segment.start:
+            word.start = min(segment.start, word.end)
+    return segment
 
 
 def _convert(fw_segment) -> Segment:

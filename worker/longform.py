@@ -266,7 +266,7 @@ class BatchedJob:
     callback), wait(handle) -> outputs, cancel(handle); or a blocking run(key, windows, context)."""
 
     def __init__(self, whisper, audio, decoding: dict, device, cancelled: Optional[threading.Event],
-                 host: Optional[Executor] = None, in_flight: Optional[int] = None):
+                 host: Optional[Executor] = None, in_flight: Optional[int] = None, max_window_s: float = MAX_WINDOW_S):
         self.whisper = whisper
         self.audio = audio if hasattr(audio, "wait_for") else DecodedAudio(audio)
         self.decoding = decoding
@@ -283,9 +283,10 @@ class BatchedJob:
             self.vad_parameters = dict(BATCHED_VAD_DEFAULTS)
             self.vad_parameters.update(decoding.get("vad_parameters") or {})
         self.speech = parts.StreamingSpeech(self.vad_parameters) if self.vad_parameters is not None else None
-        # a request's max_speech_duration_s bounds the windows too (faster-whisper's batched
-        # pipeline silently replaces it with 30 s)
-        self.longest = min(MAX_WINDOW_S, float((decoding.get("vad_parameters") or {}).get("max_speech_duration_s", MAX_WINDOW_S)))
+        # Windows are up to 30 s whatever the request's max_speech_duration_s: that option only
+        # splits the VAD's speech spans, which windows merge again (Whisper decodes 1 s windows
+        # badly). `max_window_s` is for tests and tools that want many short windows.
+        self.longest = min(MAX_WINDOW_S, float(max_window_s))
         self.spans: Optional[List[Tuple[int, int]]] = [] if self.speech is not None else None
         self.windows: List[Window] = []
         self.planned_all = False

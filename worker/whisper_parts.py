@@ -11,6 +11,11 @@ What the worker takes from faster-whisper (1.2.x), and why each touchpoint is he
   bounded pieces (the library computes the STFT of the whole file at once: gigabytes for hours).
 - `faster_whisper.vad.get_vad_model`: replaced by a Silero runner that streams the audio in blocks
   (the library builds a second, 1.125x copy of the whole file first) and times itself per thread.
+  The same Silero session also finds where speech starts in a segment (SpeechOnsets).
+- onnxruntime (imported by faster-whisper's VAD): its telemetry is switched off before it loads
+  (ORT_DISABLE_TELEMETRY). Release 1.32's Linux wheel otherwise writes `$TMPDIR/.ses` and
+  `~/.cache/Microsoft/DeveloperTools/.onnxruntime/` (a device id, a database) at import, and
+  posts an event: files the worker's job cleanup never sees, left behind in its temp directory.
 
 Everything else (segment rules, windows, no-speech filtering) is the worker's own code.
 """
@@ -19,21 +24,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Hashable, Iterable, List, Optional, Sequence, Tuple
 
-import numpy as np
-import faster_whisper.transcribe as fw_transcribe
-import faster_whisper.vad as fw_vad
-from faster_whisper import WhisperModel
-from faster_whisper.tokenizer import _LANGUAGE_CODES, Tokenizer
-from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
-from faster_whisper.vad import VadOptions
+# before anything imports onnxruntime (faster-whisper does, when the VAD model is first made);
+# an operator's own value is kept
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from .audio import SAMPLE_RATE
-from .errors import RequestError
+import numpy as np  # noqa: E402
+import faster_whisper.transcribe as fw_transcribe  # noqa: E402
+import faster_whisper.vad as fw_vad  # noqa: E402
+from faster_whisper import WhisperModel  # noqa: E402
+from faster_whisper.tokenizer import _LANGUAGE_CODES, Tokenizer  # noqa: E402
+from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens  # noqa: E402
+from faster_whisper.vad import VadOptions  # noqa: E402
+
+from .audio import SAMPLE_RATE  # noqa: E402
+from .errors import RequestError  # noqa: E402
 
 HOP = 160  # samples per feature frame
 N_FFT = 400
@@ -42,6 +52,9 @@ TIMESTAMP_TOKENS = 1501  # <|0.00|> .. <|30.00|>: the last ids of every Whisper 
 FEATURE_BLOCK_FRAMES = 6000  # sequential features are computed 60 s at a time
 VAD_BLOCK_WINDOWS = 10000  # Silero windows (512 samples) per ONNX call, as faster-whisper uses
 LANGUAGE_CODES = frozenset(_LANGUAGE_CODES)  # what the tokenizer has a language token for
+ONSET_WARMUP = 16 * 512  # samples (0.5 s) Silero runs before a stretch whose speech onset is sought
+ONSET_BLOCK = 32 * 512  # the first block it reads (1 s), doubled each block after, up to ONSET_BLOCK_MAX
+ONSET_BLOCK_MAX = 30 * SAMPLE_RATE // 512 * 512
 
 
 @dataclass(frozen=True)
@@ -394,6 +407,47 @@ class SpanTracker:
             return start, int(min(length, end + self.pad))
         silence = self.raw[k + 1][0] - end
         return start, (end + int(silence // 2)) if silence < 2 * self.pad else int(end + self.pad)
+
+
+class SpeechOnsets:
+    """Where speech starts within a stretch of a file, by Silero: run from a fresh state, from
+    ONSET_WARMUP before the stretch (the state settles there), in blocks that grow from 1 s, up to
+    the first window whose speech probability reaches `threshold`. A segment starting on speech
+    costs a second or two of Silero; only starts over non-speech make it read further. `seconds`:
+    the time spent in Silero."""
+
+    WINDOW = 512
+
+    def __init__(self, view, threshold: Optional[float] = None):
+        self._view = view  # view(start, end) -> samples [start, end) of the file, all decoded
+        self.threshold = VadOptions().threshold if threshold is None else float(threshold)
+        self.seconds = 0.0
+
+    def find(self, start: int, end: int) -> Optional[int]:
+        """The first sample in [start, end) in a window Silero calls speech (`start` itself when
+        the window holding it is speech); None when there is none."""
+        if end <= start:
+            return None
+        started = time.perf_counter()
+        try:
+            silero = SileroStream()
+            position = max(0, start - ONSET_WARMUP)
+            block = ONSET_BLOCK
+            while position < end:
+                stop = min(end, position + block)
+                samples = self._view(position, stop)
+                whole = -(-samples.shape[0] // self.WINDOW) * self.WINDOW
+                if whole != samples.shape[0]:  # the last window of the stretch, zero-padded
+                    samples = np.pad(samples, (0, whole - samples.shape[0]))
+                for index, probability in enumerate(silero(np.ascontiguousarray(samples, dtype=np.float32))):
+                    first = position + index * self.WINDOW
+                    if first + self.WINDOW > start and probability >= self.threshold:
+                        return max(start, first)
+                position = stop
+                block = min(2 * block, ONSET_BLOCK_MAX)
+            return None
+        finally:
+            self.seconds += time.perf_counter() - started
 
 
 class StreamingSpeech:
