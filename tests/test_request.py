@@ -318,6 +318,14 @@ SOURCE = {"audio": "https://example.com/a.wav"}
     ({**SOURCE, "diarize": True, "known_speakers": [{"name": "Ann", "audio": "x"}, {"name": "Ann", "audio": "y"}]}, "known_speakers[1].name: 'Ann' is named twice"),
     ({**SOURCE, "diarize": True, "known_speakers": [{"name": "SPEAKER_1", "audio": "x"}]},
      "known_speakers[0].name: looks like an anonymous label; choose another name"),
+    # in any case or spacing a name could read as a generated label on a subtitle line
+    ({**SOURCE, "diarize": True, "known_speakers": [{"name": "speaker 00", "audio": "x"}]},
+     "known_speakers[0].name: looks like an anonymous label; choose another name"),
+    ({**SOURCE, "diarize": True, "known_speakers": [{"name": "Channel-2", "audio": "x"}]},
+     "known_speakers[0].name: looks like an anonymous label; choose another name"),
+    ({**SOURCE, "diarize": True, "known_speakers": [{"name": "SPEAKER_00 ", "audio": "x"}]},
+     "known_speakers[0].name: looks like an anonymous label; choose another name"),
+    ({**SOURCE, "diarize": True, "known_speakers": [{"name": "Ann ", "audio": "x"}]}, "known_speakers[0].name: may not end with a space"),
     ({**SOURCE, "diarize": True, "known_speakers": [{"name": "<b>", "audio": "x"}]},
      "known_speakers[0].name: may hold only letters, digits, spaces and . ' - (it is written into subtitles)"),
 ])

@@ -57,7 +57,8 @@ class VadParameters(BaseModel):
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     neg_threshold: Optional[float] = Field(None, ge=0.0, le=1.0)
     min_speech_duration_ms: int = Field(0, ge=0, le=60_000)
-    max_speech_duration_s: float = Field(float("inf"), ge=1.0)  # batched windows follow it too
+    # splits VAD speech spans; batched windows merge them again up to 30 s (1 s windows decode badly)
+    max_speech_duration_s: float = Field(float("inf"), ge=1.0)
     min_silence_duration_ms: int = Field(2000, ge=0, le=600_000)
     speech_pad_ms: int = Field(400, ge=0, le=10_000)
 
@@ -357,8 +358,12 @@ def _check_speakers(request: TranscriptionRequest) -> None:
             raise RequestError("give audio (a URL) or audio_base64 for the reference clip, one of them", field=f"{where}.audio")
         if known.name in names:
             raise RequestError(f"{known.name!r} is named twice", field=f"{where}.name")
-        if re.fullmatch(r"(SPEAKER|CHANNEL)_\d+", known.name):
+        # a name must never read as a generated label (SPEAKER_00, CHANNEL_1) in any format, in
+        # any case or spacing: "speaker 00", "Channel-1 " would merge with them on a subtitle line
+        if re.fullmatch(r"(speaker|channel)[ _.'-]*\d+", known.name.strip().casefold()):
             raise RequestError("looks like an anonymous label; choose another name", field=f"{where}.name")
+        if known.name != known.name.strip():
+            raise RequestError("may not end with a space", field=f"{where}.name")
         names.add(known.name)
 
 
