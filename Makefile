@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 AUDIO ?= tests/data/jfk.flac
 
-.PHONY: setup demo test bench clean image-check fuzz mutation
+.PHONY: setup demo test bench clean image-check fuzz mutation gpu-wheels gpu-eval gpu-rehearse
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,20 @@ $(VENV)/.dev-installed: $(VENV)/.installed pyproject.toml
 
 mutation: $(VENV)/.dev-installed
 	$(PY) mutation/run.py $(MODULE) --jobs $(JOBS) $(if $(REV),--rev $(REV)) $(if $(AGAIN),--again)
+
+# The GPU evaluation in one call (README "GPU evaluation"). gpu-wheels, here: the wheels the lent
+# GPU machine lacks into .whl-gpu/ (git-ignored). gpu-eval, on the GPU machine (its python3 has
+# torch with CUDA; no venv there): installs .whl-gpu when present, then every stage within 8
+# minutes, into benchmarks/results/<gpu>-<date>/. gpu-rehearse: the same flow on this CPU.
+GPU_PYTHON ?= python3
+gpu-wheels: setup
+	PYTHON=$(PY) scripts/prepare_gpu_wheels.sh
+
+gpu-eval:
+	$(GPU_PYTHON) -m benchmarks.gpu $(if $(wildcard .whl-gpu/manifest.json),--wheels .whl-gpu)
+
+gpu-rehearse: setup
+	$(PY) -m benchmarks gpu --rehearse
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -13,7 +13,7 @@ import shlex
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
-from . import dataset, diarization, facts, longform, pipeline, report
+from . import dataset, diarization, facts, gpu, longform, pipeline, report
 from .engines import ENGINES, FASTER_WHISPER, DecodeOptions, RunSpec
 from .load import configure_load, run_load
 from .metrics import error_rates
@@ -272,6 +272,7 @@ COMMANDS: Dict[str, Tuple[str, Callable, Callable]] = {
     "diarization": ("speaker diarization jobs: DER, words to the right speaker, speaker count, added wall time", diarization.configure, diarization.run),
     "pipeline": ("can the host keep a fast GPU busy? the real job path with a SIMULATED device: throughput, device-busy share, first window, host CPU per stage", pipeline.configure, pipeline.run),
     "load": ("N jobs at concurrency C against the worker's HTTP API: latency percentiles, throughput, errors, leaks", configure_load, run_load),
+    "gpu": ("the whole GPU evaluation in one call (engines, pipeline and load on the real device, load times, tests/test_gpu.py); --rehearse runs it on CPU", gpu.configure, gpu.run),
 }
 
 
