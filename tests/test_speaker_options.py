@@ -61,8 +61,8 @@ class _Diarization:
         self.references = None
         self.error = error
 
-    def start(self, audio, count, references, cancelled):
-        self.references = references
+    def start(self, audio, count, references, cancelled, kind="conversation"):
+        self.references, self.kind = references, kind
         future = Future()
         if self.error is not None:
             threading.Timer(0.05, future.set_exception, [self.error]).start()
@@ -131,7 +131,7 @@ def test_a_cancelled_job_stops_learning_the_known_voices_between_clips():
     cancelled = threading.Event()
     speakers = Speakers("cpu")
     voices = _Voices(cancelled)
-    speakers.diarizer = lambda: voices
+    speakers.diarizer = lambda kind="conversation": voices
     clips = [("Ann", np.ones(16000, np.float32)), ("Bo", np.ones(8000, np.float32))]
     with pytest.raises(Cancelled):
         speakers.start(np.ones(16000, np.float32), SpeakerCount(), clips, cancelled).result(timeout=10)

@@ -56,6 +56,7 @@ class Settings:
     max_download_bytes: int = setting("WHISPER_MAX_DOWNLOAD_BYTES", 1024 * 1024 * 1024, "Largest audio download or base64 payload accepted, in bytes.", bounds=(1, 10 * 2**30))
     max_audio_seconds: float = setting("WHISPER_MAX_AUDIO_SECONDS", 4 * 3600.0, "Longest audio accepted, in seconds (checked from metadata and while decoding); a `multichannel` job counts channels x seconds.", bounds=(1, 86_400))
     max_reference_seconds: float = setting("WHISPER_MAX_REFERENCE_SECONDS", 60.0, "Longest `known_speakers` reference clip accepted, in seconds (each clip; checked like the main audio, before the transcription starts).", bounds=(1, 3600))
+    diarization_models: str = setting("WHISPER_DIARIZATION_MODELS", "/models/diarization", "Folder of the meeting diarizer's ONNX models (`diarization_model: meeting`), made at image build time by builder/prepare_diarization.py.")
     download_timeout: float = setting("WHISPER_DOWNLOAD_TIMEOUT", 120.0, "Wall-clock limit for one audio download, in seconds.", bounds=(1, 3600))
     allow_local_files: bool = setting("WHISPER_ALLOW_LOCAL_FILES", False, "Accept a local file path as `audio` (the demo and tests turn it on).")
     allow_private_urls: bool = setting("WHISPER_ALLOW_PRIVATE_URLS", False, "Allow URLs that resolve to loopback/private/link-local addresses (tests only; never in production).")

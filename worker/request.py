@@ -118,6 +118,8 @@ class TranscriptionRequest(BaseModel):
     num_speakers: Annotated[Optional[int], SPEAKERS] = Field(None, ge=1, le=MAX_SPEAKERS)
     min_speakers: Annotated[Optional[int], SPEAKERS] = Field(None, ge=1, le=MAX_SPEAKERS)
     max_speakers: Annotated[Optional[int], SPEAKERS] = Field(None, ge=1, le=MAX_SPEAKERS)
+    # which diarizer: short windows for conversations and calls (default), overlap-aware for meetings
+    diarization_model: Annotated[Optional[Literal["conversation", "meeting"]], SPEAKERS] = None
     known_speakers: Annotated[Optional[List[KnownSpeaker]], SPEAKERS] = Field(None, min_length=1, max_length=MAX_KNOWN_SPEAKERS)
     multichannel: bool = False
     # Set by parse_request for requests that use runpod-workers/worker-faster_whisper names.

