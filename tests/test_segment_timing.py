@@ -43,6 +43,23 @@ MODES = [dict(batch_size=size, vad_filter=vad, word_timestamps=timed) for size i
          for timed in (False, True)]
 
 
+@pytest.mark.parametrize("fields", [dict(batch_size=size, word_timestamps=timed) for size in (8, 1) for timed in (False, True)],
+                         ids=lambda f: "-".join(f"{k}={v}" for k, v in f.items()))
+def test_a_sentence_after_a_long_noise_is_stamped_where_it_is_spoken(tiny_service, fields):
+    """Speech, 35 s of faint noise, the same sentence again, without VAD: sequential decoding
+    stamped the second at 30.0-32.0 s (its window's start) while it is spoken from 36.8 s, a
+    span with no speech in it to move its start to; it moves whole."""
+    sentence = decode_audio(str(DATA / "ljspeech" / "LJ001-0008.wav"), 100)
+    noise = (0.003 * np.random.default_rng(1).standard_normal(35 * SR)).astype(np.float32)
+    audio = np.concatenate([sentence, noise, sentence])
+    spoken = (sentence.size + noise.size) / SR
+    transcript = tiny_service.engine.transcribe(audio, request(beam_size=1, vad_filter=False, **fields))
+    second = [s for s in transcript.segments if s.end > sentence.size / SR + 1.0]
+    assert second and "surpassed" in second[-1].text.lower()
+    for segment in second:
+        assert spoken - 0.5 <= segment.start <= segment.end <= audio.size / SR + 0.01, (fields, segment.start, segment.end)
+
+
 @pytest.mark.parametrize("fields", MODES, ids=lambda f: "-".join(f"{k}={v}" for k, v in f.items()))
 def test_a_segment_never_starts_before_its_speech(tiny_service, noise_then_speech, fields):
     transcript = tiny_service.engine.transcribe(noise_then_speech, request(beam_size=1, **fields))  # greedy: faster
@@ -76,6 +93,11 @@ def test_a_start_moves_forward_to_its_speech_within_its_first_word():
     assert start_at_speech(segment(44.0, 57.2), Onsets(51 * SR)).start == pytest.approx(51 - 0.2)
     assert start_at_speech(segment(44.0, 57.2), Onsets(60 * SR)).start == 44.0  # no speech found before its end: kept
     assert start_at_speech(segment(50.9, 57.2), Onsets(51 * SR)).start == 50.9  # within the margin: kept
+    # stamped wholly over non-speech: moved whole to the speech after it, when its words fit before the next segment
+    moved = start_at_speech(segment(30.0, 32.0, [(30.0, 30.5), (31.0, 32.0)]), Onsets(int(36.8 * SR)), next_start=38.6)
+    assert (moved.start, moved.end) == (36.6, 38.6) and [(w.start, w.end) for w in moved.words] == [(36.6, 37.1), (37.6, 38.6)]
+    assert start_at_speech(segment(30.0, 32.0), Onsets(int(36.8 * SR)), next_start=37.0).start == 30.0  # the next segment's speech
+    assert start_at_speech(segment(31.8, 32.0), Onsets(int(32.4 * SR)), next_start=40.0).start == 31.8  # within MOVE_WHOLE_S
     onsets = Onsets(51 * SR)
     timed = start_at_speech(segment(44.0, 57.2, [(50.0, 51.5), (51.6, 52.0)]), onsets)
     assert timed.start == timed.words[0].start == pytest.approx(50.8) and timed.words[1].start == 51.6

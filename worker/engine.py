@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 SegmentCallback = Callable[[Segment, float], None]  # (segment, share of audio done 0..1)
 START_MARGIN_S = 0.2  # a start moved to speech lands this long before Silero's first speech window
+MOVE_WHOLE_S = 0.5  # a segment with no speech in its span moves whole to speech further than this (and before the next segment)
 
 
 class Engine:
@@ -100,7 +101,7 @@ class Engine:
                 view = lambda start, end: samples[start:end]  # noqa: E731
             threshold = (options.get("vad_parameters") or {}).get("threshold") if options.get("vad_filter", True) else None
             onsets = parts.SpeechOnsets(view, threshold)
-            segments = (start_at_speech(segment, onsets) for segment in segments)
+            segments = (start_at_speech(segment, onsets, following) for segment, following in _with_next_start(segments, lambda: _duration(audio)))
             prepared = time.perf_counter()
             collected = _collect(segments, lambda: _duration(audio), on_segment, cancelled)
             duration = _duration(audio)
@@ -193,20 +194,53 @@ def _collect(segments, duration: Callable[[], float], on_segment: Optional[Segme
     return collected
 
 
-def start_at_speech(segment: Segment, onsets: "parts.SpeechOnsets") -> Segment:
+def start_at_speech(segment: Segment, onsets: "parts.SpeechOnsets", next_start: Optional[float] = None) -> Segment:
     """The segment, its start (and its first word's) moved forward to its speech: see the module
-    docstring. Only ever later, never past the segment's end (nor its first word's end)."""
+    docstring. Only ever later, never past the segment's end (nor its first word's end), except
+    for a segment stamped wholly over non-speech: with `next_start` (where the next segment
+    starts, or the audio ends) it moves whole, words included, to speech that starts before it,
+    when that is over MOVE_WHOLE_S away (Whisper stamped a sentence at its window's start, 30 s,
+    whose words are spoken at 36.8 s)."""
     words = segment.words or []
     begin = max(segment.start, words[0].start) if words else segment.start
     limit = min(words[0].end, segment.end) if words else segment.end
     onset = onsets.find(int(round(begin * SAMPLE_RATE)), int(round(limit * SAMPLE_RATE)))
     if onset is not None:
         begin = max(begin, min(onset / SAMPLE_RATE - START_MARGIN_S, limit))
+    elif next_start is not None and next_start - limit > MOVE_WHOLE_S:
+        later = onsets.find(int(round(limit * SAMPLE_RATE)), int(round(next_start * SAMPLE_RATE)))
+        to = None if later is None else later / SAMPLE_RATE - START_MARGIN_S
+        # ... only where its words fit before the next segment (else that speech is the next one's)
+        if to is not None and to - begin > MOVE_WHOLE_S and next_start - to >= min(segment.end - segment.start, 1.0):
+            return _moved(segment, to - segment.start, next_start)
     segment.start = round(begin, 3)
     for word in words:  # words before the new start begin with it (only the first can)
         if word.start < segment.start:
             word.start = min(segment.start, word.end)
     return segment
+
+
+def _moved(segment: Segment, shift: float, next_start: float) -> Segment:
+    """The segment and its words `shift` seconds later, ending no later than `next_start`."""
+    def at(time: float) -> float:
+        return round(min(time + shift, next_start), 3)
+
+    for word in segment.words or []:
+        word.start, word.end = at(word.start), at(word.end)
+    segment.start, segment.end = at(segment.start), at(segment.end)
+    return segment
+
+
+def _with_next_start(segments, end_of_audio: Callable[[], float]):
+    """(segment, where the next one starts) pairs: each segment waits for the next (or for the
+    end of the audio), so that a segment stamped over non-speech knows how far its speech may be."""
+    previous = None
+    for segment in segments:
+        if previous is not None:
+            yield previous, segment.start
+        previous = segment
+    if previous is not None:
+        yield previous, end_of_audio()
 
 
 def _convert(fw_segment) -> Segment:
