@@ -50,11 +50,12 @@ N_FFT = 400
 WINDOW_FRAMES = 3000  # the 30 s every Whisper window is padded to
 TIMESTAMP_TOKENS = 1501  # <|0.00|> .. <|30.00|>: the last ids of every Whisper vocabulary
 FEATURE_BLOCK_FRAMES = 6000  # sequential features are computed 60 s at a time
-VAD_BLOCK_WINDOWS = 10000  # Silero windows (512 samples) per ONNX call, as faster-whisper uses
+SILERO_WINDOW = 512  # samples Silero gives one speech probability for
+VAD_BLOCK_WINDOWS = 10000  # Silero windows per ONNX call, as faster-whisper uses
 LANGUAGE_CODES = frozenset(_LANGUAGE_CODES)  # what the tokenizer has a language token for
-ONSET_WARMUP = 16 * 512  # samples (0.5 s) Silero runs before a stretch whose speech onset is sought
-ONSET_BLOCK = 32 * 512  # the first block it reads (1 s), doubled each block after, up to ONSET_BLOCK_MAX
-ONSET_BLOCK_MAX = 30 * SAMPLE_RATE // 512 * 512
+ONSET_WARMUP = 16 * SILERO_WINDOW  # samples (0.5 s) Silero runs before a stretch whose speech onset is sought
+ONSET_BLOCK = 32 * SILERO_WINDOW  # the first block it reads (1 s), doubled each block after, up to ONSET_BLOCK_MAX
+ONSET_BLOCK_MAX = 30 * SAMPLE_RATE // SILERO_WINDOW * SILERO_WINDOW
 
 
 @dataclass(frozen=True)
@@ -309,7 +310,7 @@ class SileroStream:
         self._context = np.zeros(64, dtype="float32")
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
-        windows = audio.reshape(-1, 512)
+        windows = audio.reshape(-1, SILERO_WINDOW)
         outputs = []
         for first in range(0, windows.shape[0], VAD_BLOCK_WINDOWS):
             block = windows[first:first + VAD_BLOCK_WINDOWS]
@@ -327,7 +328,7 @@ class SpanTracker:
     span is given out once nothing later can change it, and the spans in the end equal the
     library's on the whole file (tests hold them equal on real audio and random inputs)."""
 
-    WINDOW = 512
+    WINDOW = SILERO_WINDOW
 
     def __init__(self, options: VadOptions):
         rate = SAMPLE_RATE
@@ -416,8 +417,6 @@ class SpeechOnsets:
     costs a second or two of Silero; only starts over non-speech make it read further. `seconds`:
     the time spent in Silero."""
 
-    WINDOW = 512
-
     def __init__(self, view, threshold: Optional[float] = None):
         self._view = view  # view(start, end) -> samples [start, end) of the file, all decoded
         self.threshold = VadOptions().threshold if threshold is None else float(threshold)
@@ -436,12 +435,12 @@ class SpeechOnsets:
             while position < end:
                 stop = min(end, position + block)
                 samples = self._view(position, stop)
-                whole = -(-samples.shape[0] // self.WINDOW) * self.WINDOW
+                whole = -(-samples.shape[0] // SILERO_WINDOW) * SILERO_WINDOW
                 if whole != samples.shape[0]:  # the last window of the stretch, zero-padded
                     samples = np.pad(samples, (0, whole - samples.shape[0]))
                 for index, probability in enumerate(silero(np.ascontiguousarray(samples, dtype=np.float32))):
-                    first = position + index * self.WINDOW
-                    if first + self.WINDOW > start and probability >= self.threshold:
+                    first = position + index * SILERO_WINDOW
+                    if first + SILERO_WINDOW > start and probability >= self.threshold:
                         return max(start, first)
                 position = stop
                 block = min(2 * block, ONSET_BLOCK_MAX)
