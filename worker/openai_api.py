@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -496,29 +495,12 @@ def _speaker_letters(output: dict, known=()) -> Dict[str, str]:
     return letters
 
 
-class _NotFinite(Exception):
-    pass
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _NotFinite(name)
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _NotFinite(text)
-    return value
-
-
 def _typed(key: str, value: str) -> Any:
     """A form value for a non-text option: JSON (numbers, true/false, lists), else the string, so
-    the schema refuses it by name. What JSON takes and no option can (NaN, Infinity, 1e999,
-    nesting deeper than the parser goes) is refused here, naming the field."""
+    the schema refuses it by name (NaN, Infinity and 1e999 too: no option takes a non-finite
+    number). Nesting deeper than the parser goes is refused here, naming the field."""
     try:
-        return json.loads(value, parse_constant=_refuse_constant, parse_float=_finite)
-    except _NotFinite as exc:
-        raise Refused(400, f"must be a finite number, not {str(exc)[:20]}", param=key) from None
+        return json.loads(value)
     except RecursionError:
         raise Refused(400, "is nested too deeply", param=key) from None
     except ValueError:
