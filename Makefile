@@ -40,7 +40,7 @@ image-check: setup
 SEED ?= $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 fuzz: setup
 	@echo "hypothesis seed: $(SEED)"
-	$(PY) -m pytest -q tests/test_hostile_input.py tests/test_request.py tests/test_option_budget.py --hypothesis-profile=explore --hypothesis-seed=$(SEED)
+	$(PY) -m pytest -q tests/request/test_hostile_input.py tests/request/test_request.py tests/request/test_option_budget.py --hypothesis-profile=explore --hypothesis-seed=$(SEED)
 
 # Mutation testing of the core modules (scheduler, request, fetch, formats, audio, longform) with mutmut
 # from the dev extra, each against its fast tests only; minutes per module, so not part of

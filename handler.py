@@ -7,7 +7,7 @@ the worker itself lives in the `worker` package, so this file only re-exports it
 import sys
 
 from worker.__main__ import main
-from worker.handler import concurrency_modifier, handler, stream_handler
+from worker.entries.runpod import concurrency_modifier, handler, stream_handler
 
 __all__ = ["concurrency_modifier", "handler", "main", "stream_handler"]
 

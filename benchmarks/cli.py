@@ -128,7 +128,7 @@ def _reference_sizes(refs: List[str], language: Optional[str]) -> Tuple[int, int
 
 
 def run_compare(args) -> int:
-    from worker.models import pick_device
+    from worker.decoding.models import pick_device
 
     from .runner import run_isolated
     from .weights import resolve
@@ -219,7 +219,7 @@ def _notes(device: str) -> List[str]:
         "Both engines decode with temperature 0 (no fallback), the same beam size and language.",
         "No VAD unless --vad (transformers has none), so both engines decode the same audio; without VAD the"
         " worker's batched mode decodes fixed 30 s windows.",
-        "faster-whisper runs through the worker's Engine (worker/engine.py); batch size > 1 uses its scheduler-backed batched pipeline.",
+        "faster-whisper runs through the worker's Engine (worker/decoding/engine.py); batch size > 1 uses its scheduler-backed batched pipeline.",
         "transformers batch size 1 is model.generate on the full input (sequential long-form);"
         " batch size > 1 is pipeline('automatic-speech-recognition', chunk_length_s=30).",
     ]
@@ -257,7 +257,7 @@ def run_export(args) -> int:
     export_hf(source, args.out_dir)
     print(f"exported {source} -> {args.out_dir}")
     if args.verify:
-        from worker.audio import decode_audio
+        from worker.audio.decode import decode_audio
 
         check = verify_export(source, args.out_dir, decode_audio(args.verify, 600.0))
         print(json.dumps({k: v for k, v in check.items() if k not in ("ct2_tokens", "hf_teacher_forced_argmax")}, indent=2))
@@ -272,7 +272,7 @@ COMMANDS: Dict[str, Tuple[str, Callable, Callable]] = {
     "diarization": ("speaker diarization: the diarizer's turns against senko's own pipeline (DER, speaker count), or whole jobs with --jobs (words to the right speaker, added wall time)", diarization.configure, diarization.run),
     "pipeline": ("can the host keep a fast GPU busy? the real job path with a SIMULATED device: throughput, device-busy share, first window, host CPU per stage", pipeline.configure, pipeline.run),
     "load": ("N jobs at concurrency C against the worker's HTTP API: latency percentiles, throughput, errors, leaks", configure_load, run_load),
-    "gpu": ("the whole GPU evaluation in one call (engines, pipeline and load on the real device, load times, tests/test_gpu.py); --rehearse runs it on CPU", gpu.configure, gpu.run),
+    "gpu": ("the whole GPU evaluation in one call (engines, pipeline and load on the real device, load times, tests/decoding/test_gpu.py); --rehearse runs it on CPU", gpu.configure, gpu.run),
 }
 
 

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from worker.audio import SAMPLE_RATE
+from worker.audio.decode import SAMPLE_RATE
 
 from .dataset import BUNDLED_DATA
 
@@ -41,7 +41,7 @@ class Conversation:
 
 
 def _clip(relative: str) -> np.ndarray:
-    from worker.audio import decode_audio
+    from worker.audio.decode import decode_audio
 
     return _trim(decode_audio(os.path.join(BUNDLED_DATA, relative), 600))
 
@@ -140,7 +140,7 @@ def stereo_call(mono: Conversation) -> Conversation:
 
 def ami(folder: Optional[str] = None) -> List[Conversation]:
     """The AMI excerpts with their human turns (reference.rttm)."""
-    from worker.audio import decode_audio
+    from worker.audio.decode import decode_audio
 
     folder = folder or os.path.join(BUNDLED_DATA, "ami")
     turns: Dict[str, List[Turn]] = {}
@@ -170,7 +170,7 @@ speaks is known, and where a VCTK voice speaks inside its utterance is Silero VA
 that clean single-voice utterance (pauses of 0.3 s or more end a turn; NIST's convention), an
 AMI stretch is its human turn; one speaker's turns closer than 0.3 s are bridged. The tuning set
 and the held-out set use different seeds and different voice combinations; the held-out set is
-never used to choose anything in worker/diarize.py.
+never used to choose anything in worker/speakers/conversation.py.
 """
 
 VOICES = os.path.join(BUNDLED_DATA, "voices")
@@ -204,8 +204,8 @@ class Voice:
 def vctk_voices(speakers: Sequence[str] = tuple(VCTK)) -> Dict[str, Voice]:
     """VCTK speakers (all four by default): each utterance trimmed to its speech (Silero VAD, 30 ms
     padding)."""
-    from worker.audio import decode_audio
-    from worker.whisper_parts import speech_spans
+    from worker.audio.decode import decode_audio
+    from worker.decoding.whisper.parts import speech_spans
 
     voices = {}
     for speaker in speakers:
@@ -356,7 +356,7 @@ def _built(kind: str, plan, voices: Dict[str, Voice], prefix: str) -> List[Conve
 
 
 def tuning() -> List[Conversation]:
-    """Voices recorded alike, the set worker/diarize.py may be tuned on: 12 VCTK, 6 AMI-voice."""
+    """Voices recorded alike, the set worker/speakers/conversation.py may be tuned on: 12 VCTK, 6 AMI-voice."""
     return _built("vctk", TUNING_VCTK, vctk_voices(), "tune-") + _built("ami", TUNING_AMI, ami_voices(), "tune-")
 
 

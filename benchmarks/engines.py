@@ -1,6 +1,6 @@
 """The two engines behind one interface: load once, then transcribe(samples) -> text.
 
-faster-whisper is driven through the worker's own `Engine` (worker/engine.py) with a request
+faster-whisper is driven through the worker's own `Engine` (worker/decoding/engine.py) with a request
 built by the worker's `TranscriptionRequest`, so the numbers are those of the deployed code path
 (sequential decoding for batch_size 1, the scheduler-backed batched pipeline above 1).
 transformers runs WhisperForConditionalGeneration at its fastest plain setup for the device:
@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from worker.audio import SAMPLE_RATE
+from worker.audio.decode import SAMPLE_RATE
 
 FASTER_WHISPER = "faster-whisper"
 TRANSFORMERS = "transformers"
@@ -86,9 +86,9 @@ class FasterWhisperEngine:
 
     def __init__(self, spec: RunSpec):
         from worker.config import Settings
-        from worker.engine import Engine
-        from worker.models import load_model
-        from worker.request import TranscriptionRequest
+        from worker.decoding.engine import Engine
+        from worker.decoding.models import load_model
+        from worker.request.schema import TranscriptionRequest
 
         self.settings = Settings(
             model=spec.ct2_dir,
@@ -123,7 +123,7 @@ def request_fields(spec: RunSpec) -> dict:
         "vad_filter": spec.vad_filter,
         "word_timestamps": False,
     }
-    from worker.request import SEQUENTIAL_ONLY
+    from worker.request.schema import SEQUENTIAL_ONLY
 
     if spec.batch_size == 1 or "condition_on_previous_text" not in SEQUENTIAL_ONLY:  # the schema's rule, not a copy
         fields["condition_on_previous_text"] = decode.condition_on_previous_text
@@ -223,7 +223,7 @@ class TransformersEngine:
 def import_engine(spec: RunSpec) -> None:
     """Import an engine's libraries up front, so the memory baseline excludes import overhead."""
     if spec.engine == FASTER_WHISPER:
-        import worker.engine  # noqa: F401  (imports faster_whisper and ctranslate2)
+        import worker.decoding.engine  # noqa: F401  (imports faster_whisper and ctranslate2)
     else:
         import torch  # noqa: F401
         import transformers  # noqa: F401

@@ -16,7 +16,7 @@ its error and the next stage still runs, so one call always leaves a results fol
              per batch, host CPU per audio hour, and the measured per-batch / per-window costs
              that replace the SIMULATED preset (0.367 s + 0.0726 s per window)
   load       load_jobs' jobs at rising concurrency: p50 / p95 latency where the device saturates
-  tests      tests/test_gpu.py with WHISPER_REQUIRE_GPU=1
+  tests      tests/decoding/test_gpu.py with WHISPER_REQUIRE_GPU=1
 Writes results.json, results.md, engines.png / pipeline.png / load.png (matplotlib; skipped and
 said so without it) and stages.log to benchmarks/results/<gpu>-<date>/.
 
@@ -495,10 +495,10 @@ def engines(runner: Runner, plan: dict, plan_path: Path, env: Dict[str, str], li
 
 
 def gpu_tests(runner: Runner, env: Dict[str, str], limit: float, plan: dict) -> dict:
-    """tests/test_gpu.py, with WHISPER_REQUIRE_GPU=1 on the GPU run (on the CPU rehearsal it
+    """tests/decoding/test_gpu.py, with WHISPER_REQUIRE_GPU=1 on the GPU run (on the CPU rehearsal it
     must skip cleanly: the variable would turn its skips into failures)."""
     junit = runner.work / "test_gpu.xml"
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_gpu.py", f"--junitxml={junit}", "-o", "addopts="]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/decoding/test_gpu.py", f"--junitxml={junit}", "-o", "addopts="]
     extra = {} if plan["rehearsal"] else {"WHISPER_REQUIRE_GPU": "1"}
     code, seconds, tail = runner.run("tests", command, {**env, **extra}, limit)
     cases = junit_cases(junit) if junit.is_file() else []
@@ -627,7 +627,7 @@ def markdown(data: dict) -> str:
 
     tests = data["stages"].get("tests", {}).get("result", {})
     if tests:
-        lines += ["## tests/test_gpu.py", "", f"`{tests.get('command')}` with {tests.get('env') or 'no WHISPER_REQUIRE_GPU (rehearsal)'}: "
+        lines += ["## tests/decoding/test_gpu.py", "", f"`{tests.get('command')}` with {tests.get('env') or 'no WHISPER_REQUIRE_GPU (rehearsal)'}: "
                   + ", ".join(f"{v} {k}" for k, v in tests.get("counts", {}).items()), ""]
         lines += [f"- {case['name']}: {case['outcome']}" + (f" — {case['message'][:160]}" if case["message"] else "") for case in tests.get("tests", [])]
         lines += ["", stamp, ""]

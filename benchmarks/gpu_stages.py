@@ -62,7 +62,7 @@ def speech(seconds: float):
     path = CACHE / f"speech-{seconds:g}s.npy"
     if path.is_file():
         return np.load(path)
-    from worker.audio import decode_audio
+    from worker.audio.decode import decode_audio
 
     data = ROOT / "tests" / "data"
     names = sorted((data / "ljspeech").glob("*.wav")) + sorted((data / "harvard").glob("*.wav")) + [data / "jfk.flac"]
@@ -198,9 +198,9 @@ def load_time(plan: dict, result: Result, which: str = "cold") -> None:
     started = time.perf_counter()
     import faster_whisper  # noqa: F401
 
-    from worker.engine import Engine
-    from worker.models import load_model
-    from worker.request import parse_request
+    from worker.decoding.engine import Engine
+    from worker.decoding.models import load_model
+    from worker.request.schema import parse_request
 
     data["import_seconds"] = time.perf_counter() - started
     fixed_decode(plan)
@@ -315,8 +315,8 @@ def _variant(base, spec):
     from .engines import FasterWhisperEngine, TransformersEngine, request_fields
 
     if isinstance(base, FasterWhisperEngine):
-        from worker.engine import Engine
-        from worker.request import TranscriptionRequest
+        from worker.decoding.engine import Engine
+        from worker.request.schema import TranscriptionRequest
 
         variant = object.__new__(FasterWhisperEngine)
         variant.settings = _replace(base.settings, batch_size=spec.batch_size, max_batch_size=spec.batch_size)
@@ -380,10 +380,10 @@ def fit_cost(busy: List[tuple]) -> dict:
 def pipeline_stage(plan: dict, result: Result, _arg: str = "") -> None:
     import hashlib
 
-    from worker import scheduler as scheduler_module
-    from worker.engine import Engine
-    from worker.handler import Service
-    from worker.models import load_model
+    from worker.decoding import scheduler as scheduler_module
+    from worker.decoding.engine import Engine
+    from worker.entries.runpod import Service
+    from worker.decoding.models import load_model
 
     from . import pipeline as P
 
@@ -454,7 +454,7 @@ class InProcessTarget:
 
 
 def load_stage(plan: dict, result: Result, _arg: str = "") -> None:
-    from worker.handler import Service
+    from worker.entries.runpod import Service
 
     from . import dataset
     from .load_jobs import make_jobs, run_jobs

@@ -34,7 +34,7 @@ from typing import Dict, List
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = ROOT / ".whl-gpu"
 REQUIREMENTS = ROOT / "builder" / "requirements.txt"
-# What the GPU machine lacks for the worker's job path, the benchmarks and tests/test_gpu.py.
+# What the GPU machine lacks for the worker's job path, the benchmarks and tests/decoding/test_gpu.py.
 NEEDED = ("ctranslate2", "faster-whisper", "av", "pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions")
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 LIMIT_BYTES = 60 * 1000 * 1000

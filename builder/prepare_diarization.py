@@ -1,4 +1,4 @@
-"""Make the two ONNX models of the meeting diarizer (worker/diarize_overlap.py), offline-ready.
+"""Make the two ONNX models of the meeting diarizer (worker/speakers/meeting.py), offline-ready.
 
 Run at image build time (`python -m builder.prepare_diarization --output /models/diarization`,
 Dockerfile, DIARIZATION=true) or locally (default output .cache/diarization, where the tests and
@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / ".cache" / "diarization"
-SEGMENTATION_FILE = "segmentation-3.0.onnx"  # names worker/diarize_overlap.py looks for
+SEGMENTATION_FILE = "segmentation-3.0.onnx"  # names worker/speakers/meeting.py looks for
 EMBEDDING_FILE = "campplus-zh-en-advanced.onnx"
 MANIFEST = "prepare_diarization.json"
 

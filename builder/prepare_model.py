@@ -9,7 +9,7 @@ weights instead of downloading 3 GB on every cold start. Two ways in:
   folder) through `ctranslate2.converters.TransformersConverter` at a chosen quantization.
 
 The result is built in a temporary sibling directory, checked by loading it through
-`worker.models.load_model` and transcribing a bundled clip, stamped with a manifest, and only
+`worker.decoding.models.load_model` and transcribing a bundled clip, stamped with a manifest, and only
 then renamed into place: a failed build never leaves a half model behind, and a second run with
 the same inputs finds the manifest and does nothing.
 """
@@ -62,7 +62,7 @@ def choose_method(source: str, method: str, quantization: Optional[str]) -> str:
 
 
 def manifest_matches(output: Path, request: Request) -> bool:
-    from worker.models import is_model_dir
+    from worker.decoding.models import is_model_dir
 
     path = output / MANIFEST
     if not (path.is_file() and is_model_dir(str(output))):
@@ -132,7 +132,7 @@ def convert(request: Request, dest: Path) -> None:
 def verify(model_dir: Path, device: str = "cpu") -> str:
     """Load through the worker's own loader and transcribe the bundled clip; return the text."""
     from worker.config import Settings
-    from worker.models import ModelError, load_model
+    from worker.decoding.models import ModelError, load_model
 
     compute_type = "int8" if device == "cpu" else "auto"
     settings = Settings(model=str(model_dir), device=device, compute_type=compute_type, local_files_only=True)

@@ -30,16 +30,16 @@ WORK = ROOT / ".cache" / "mutation"
 
 # module -> the fast test files that exercise it (no network, no GPU; audio uses real files)
 MODULES = {
-    "scheduler": ["tests/test_scheduler.py"],
+    "scheduler": ["tests/decoding/test_scheduler.py"],
     # the speaker options' parsing tests of test_diarize.py (its other tests run a diarizer: slow)
-    "request": ["tests/test_request.py", "tests/test_diarize.py::test_speaker_options_that_contradict_are_refused_by_name",
-                "tests/test_diarize.py::test_diarize_cannot_stream"],
-    "fetch": ["tests/test_fetch.py"],
-    "formats": ["tests/test_formats.py"],
-    "audio": ["tests/test_audio.py", "tests/test_audio_limits.py", "tests/test_audio_streamed.py"],
+    "request": ["tests/request/test_request.py", "tests/speakers/test_diarize.py::test_speaker_options_that_contradict_are_refused_by_name",
+                "tests/speakers/test_diarize.py::test_diarize_cannot_stream"],
+    "fetch": ["tests/audio/test_fetch.py"],
+    "formats": ["tests/formats/test_formats.py"],
+    "audio": ["tests/audio/test_audio.py", "tests/audio/test_audio_limits.py", "tests/audio/test_audio_streamed.py"],
     # BatchedJob with a scripted device, and the model-free tests of test_longform.py (its others
     # run the model through the whole engine: minutes each)
-    "longform": ["tests/test_longform_job.py"] + [f"tests/test_longform.py::{name}" for name in (
+    "longform": ["tests/decoding/test_longform_job.py"] + [f"tests/decoding/test_longform.py::{name}" for name in (
         "test_text_after_the_last_timestamp_becomes_a_segment_to_the_window_end",
         "test_every_text_token_is_kept_exactly_once_whatever_the_timestamps",
         "test_no_timestamps_gives_one_segment_for_the_window", "test_silence_and_hallucination_rules",

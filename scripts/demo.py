@@ -28,7 +28,7 @@ def main() -> int:
 
     from runpod.serverless.modules.rp_job import run_job
 
-    from worker import handler as entry
+    from worker.entries import runpod as entry
     from worker.__main__ import configure_logging
     from worker.config import Settings
 

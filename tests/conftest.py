@@ -59,7 +59,7 @@ def base_dir() -> str:
 
 def _service(model_dir: str, **overrides):
     from worker.config import Settings
-    from worker.handler import Service
+    from worker.entries.runpod import Service
 
     settings = Settings(model=model_dir, compute_type="int8", device="cpu", allow_local_files=True,
                         allow_private_urls=True, cpu_threads=2, **overrides)

@@ -234,7 +234,7 @@ def record_sampling(monkeypatch) -> list:
     sequential ("sequential at T"): a sampled output changes with the random draw and the CPU."""
     from faster_whisper.transcribe import WhisperModel
 
-    import worker.whisper_parts as parts
+    import worker.decoding.whisper.parts as parts
 
     sampled: list = []
     run_windows, generate_with_fallback = parts.run_windows, WhisperModel.generate_with_fallback

@@ -18,7 +18,7 @@ from benchmarks import bundled
 
 from builder import prepare_model as pm
 from worker.config import Settings
-from worker.models import load_model
+from worker.decoding.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 JFK = ROOT / "tests" / "data" / "jfk.flac"

@@ -120,7 +120,7 @@ def test_prepare_model_needs_only_the_copied_worker_modules(tmp_path):
     for source in copied[0]:
         shutil.copy(ROOT / source, tmp_path / source)
     shutil.copytree(ROOT / "builder", tmp_path / "builder", ignore=shutil.ignore_patterns("__pycache__"))
-    code = "import builder.prepare_model as p, worker.models; print(p.DEFAULT_OUTPUT)"
+    code = "import builder.prepare_model as p, worker.decoding.models; print(p.DEFAULT_OUTPUT)"
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert result.returncode == 0, result.stderr

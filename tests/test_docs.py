@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.request import SEQUENTIAL_ONLY, TranscriptionRequest
+from worker.request.schema import SEQUENTIAL_ONLY, TranscriptionRequest
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 REQUEST = README.split("## Request", 1)[1].split("\n## ", 1)[0]

@@ -108,7 +108,7 @@ def test_option_values_are_valid_compute_types():
 
 
 def test_tests_json_inputs_use_only_accepted_fields():
-    from worker.request import TranscriptionRequest
+    from worker.request.schema import TranscriptionRequest
 
     for test in load("tests.json")["tests"]:
         fields = set(test["input"])
@@ -120,7 +120,7 @@ def test_tests_json_inputs_use_only_accepted_fields():
 
 
 def test_tests_json_inputs_parse_as_requests():
-    from worker.request import parse_request
+    from worker.request.schema import parse_request
 
     settings = Settings()
     for test in load("tests.json")["tests"]:
@@ -135,14 +135,14 @@ def test_root_handler_reexports_the_worker_entry():
     assert defined == []
     import importlib.util
 
-    import worker.handler
+    import worker.entries.runpod
 
     spec = importlib.util.spec_from_file_location("hub_handler", ROOT / "handler.py")
     hub_handler = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hub_handler)
 
-    assert hub_handler.handler is worker.handler.handler
-    assert hub_handler.stream_handler is worker.handler.stream_handler
+    assert hub_handler.handler is worker.entries.runpod.handler
+    assert hub_handler.stream_handler is worker.entries.runpod.stream_handler
 
 
 def test_the_hub_form_offers_the_bounds_and_defaults_the_worker_declares():

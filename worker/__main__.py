@@ -12,9 +12,9 @@ import sys
 
 import runpod
 
-from . import handler as entry
-from .config import Settings, SettingsError
-from .models import ModelError
+from worker.entries import runpod as entry
+from worker.config import Settings, SettingsError
+from worker.decoding.models import ModelError
 
 
 def configure_logging(settings: Settings) -> None:
@@ -53,7 +53,7 @@ def main() -> int:
     configure_logging(settings)
     hub_follows_settings(settings)
     if settings.mode == "openai":
-        from . import openai_api
+        from worker.entries import http as openai_api
 
         try:
             openai_api.serve(settings, lambda: entry.Service.from_settings(settings))

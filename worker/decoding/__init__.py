@@ -1,0 +1,1 @@
+"""Speech to text: engine, models, the scheduler and the batched long-form job."""

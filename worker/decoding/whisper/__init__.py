@@ -1,0 +1,1 @@
+"""The one adapter that touches faster-whisper's internals."""

@@ -1,0 +1,1 @@
+"""The ways in: the RunPod handler and the HTTP server, both over one Service."""

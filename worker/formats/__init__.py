@@ -1,0 +1,1 @@
+"""Pure rendering: transcript -> json / verbose_json / text / srt / vtt / the official worker's shape."""

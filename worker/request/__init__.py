@@ -1,0 +1,1 @@
+"""The typed request, each default declared once; the official worker's shape as an adapter."""

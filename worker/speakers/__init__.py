@@ -1,0 +1,1 @@
+"""Who spoke when: diarization backends (audio in, turns out), voiceprints, speakers put on words."""
