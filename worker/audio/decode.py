@@ -17,6 +17,7 @@ from typing import BinaryIO, List, Optional, Union
 import av
 import numpy as np
 
+from worker.stages import timed
 from worker.errors import AudioError, AudioTooLong, Cancelled
 from worker.stopping import AnyEvent
 
@@ -37,6 +38,7 @@ MAX_FORMAT_CHANGES = 1000
 MAX_CHANNELS = 64
 
 
+@timed("decode")
 def decode_audio(source: Union[str, bytes, BinaryIO], max_seconds: float, cancelled: Optional[threading.Event] = None,
                  max_channels: Optional[int] = None) -> np.ndarray:
     """Return mono float32 samples at 16 kHz; AudioError for anything that is not usable audio.
@@ -291,6 +293,7 @@ class DecodingAudio:
         self._thread = threading.Thread(target=self._decode, name="whisper-decode", daemon=True)
         self._thread.start()
 
+    @timed("decode")  # the decode thread, timed once (not per frame: that costs GIL hand-offs)
     def _decode(self) -> None:
         started = time.perf_counter()
         peak = 0.0

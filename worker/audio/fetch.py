@@ -31,6 +31,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from worker.stages import timed
 from worker.errors import Cancelled, DownloadError, RequestError, UnsafeURL
 
 CHUNK_BYTES = 64 * 1024
@@ -237,6 +238,7 @@ def _scrub(text: str) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
+@timed("fetch")
 def download(url: str, dest_path: str, limits: FetchLimits, cancelled: Optional[threading.Event] = None) -> int:
     """Stream `url` into `dest_path`; return the byte count. Raises DownloadError/UnsafeURL, or
     Cancelled. Redirects are followed here, one by one, under the same deadline, with their

@@ -31,6 +31,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from worker.stages import timed
 from worker.decoding.whisper import parts
 from worker.audio.decode import SAMPLE_RATE, DecodedAudio
 from worker.errors import Cancelled
@@ -134,6 +135,7 @@ def _longest_pause(pieces: List[Tuple[int, int]]) -> int:
 
 # -- segments -----------------------------------------------------------------------------
 
+@timed("segments")
 def split_window(tokens: Sequence[int], timestamp_begin: int, eot: int, offset: float, duration: float) -> List[dict]:
     """The window's tokens as segment dicts (start, end in file seconds; tokens with their
     timestamps). No text token is dropped: text after the last timestamp ends at the window end."""

@@ -28,6 +28,7 @@ from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin 
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence
 
+from worker.stages import note
 from worker.errors import Cancelled, ResourceExhausted  # noqa: F401 - Cancelled is part of this module's API
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class BatchScheduler:
     def submit(self, key: Hashable, windows: Sequence[Any], context: Any, job_id: str, cancelled, urgent: bool = False) -> WindowRequest:
         """Queue the windows and return at once; `wait` gives the results. An urgent request (a
         window its job is blocked on: a tail, a fallback) goes before the job's others."""
+        note("queued", job_id.split("/")[0])  # the benchmarks' time to a job's first window
         request = WindowRequest(key=key, windows=windows, context=context, job_id=job_id, cancelled=cancelled)
         if request.size == 0:
             request.future.set_result([])

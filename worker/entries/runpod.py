@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator, Callable, List, Optional, Tuple
 
 import numpy as np
 
+from worker.stages import timed
 from worker.speakers import attribution as speakers
 from worker.audio.decode import SAMPLE_RATE
 from worker.config import Settings
@@ -222,6 +223,7 @@ class Service:
                 raise type(exc)(exc.message, field=f"known_speakers[{index}].audio") from None
         return clips
 
+    @timed("format")
     def _output(self, request: TranscriptionRequest, transcript: Transcript, translation: Optional[Transcript]) -> dict:
         model = self.engine.model
         if request.legacy:

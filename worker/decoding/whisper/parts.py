@@ -42,6 +42,7 @@ from faster_whisper.tokenizer import _LANGUAGE_CODES, Tokenizer  # noqa: E402
 from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens  # noqa: E402
 from faster_whisper.vad import VadOptions  # noqa: E402
 
+from worker.stages import timed
 from worker.audio.decode import SAMPLE_RATE  # noqa: E402
 from worker.errors import RequestError  # noqa: E402
 
@@ -168,6 +169,7 @@ def check_token_ids(whisper: WhisperModel, ids: Iterable[int], field: str) -> No
 
 # -- features -------------------------------------------------------------------------
 
+@timed("features")
 def window_features(whisper: WhisperModel, samples: np.ndarray) -> WindowInput:
     """Log-mel features of at most 30 s of audio, padded to a full window (as faster-whisper's
     batched pipeline makes them)."""
@@ -251,6 +253,7 @@ class _StreamingSilero:
     def __init__(self, model):
         self._model = model
 
+    @timed("vad")
     def __call__(self, audio: np.ndarray, num_samples: int = 512, context_size_samples: int = 64):
         started = time.perf_counter()
         try:
@@ -309,6 +312,7 @@ class SileroStream:
         self._c = np.zeros((1, 1, 128), dtype="float32")
         self._context = np.zeros(64, dtype="float32")
 
+    @timed("vad")
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         windows = audio.reshape(-1, SILERO_WINDOW)
         outputs = []
@@ -530,6 +534,7 @@ class _AlignedModel:
         return self._alignments
 
 
+@timed("words")
 def add_word_timestamps(whisper: WhisperModel, windows: List[List[dict]], alignments: List[List[dict]], tokenizer: Tokenizer,
                         options: TranscriptionOptions, last_speech: float) -> float:
     """Put `words` on every segment dict of each window (each dict: tokens, start, end, seek in
