@@ -44,7 +44,7 @@ fuzz: setup
 
 # Mutation testing of the core modules (scheduler, request, fetch, formats, audio, longform) with mutmut
 # from the dev extra, each against its fast tests only; minutes per module, so not part of
-# make test. MODULE=scheduler picks one, JOBS the worker processes, REV=HEAD mutates a commit
+# make test. MODULE=decoding/scheduler picks one (a path under worker/), JOBS the worker processes, REV=HEAD mutates a commit
 # instead of the working tree, AGAIN=1 reruns only the last run's survivors (after adding tests).
 # Scores and reviewed survivors: mutation/RESULTS.md.
 MODULE ?=

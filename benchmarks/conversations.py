@@ -205,7 +205,7 @@ def vctk_voices(speakers: Sequence[str] = tuple(VCTK)) -> Dict[str, Voice]:
     """VCTK speakers (all four by default): each utterance trimmed to its speech (Silero VAD, 30 ms
     padding)."""
     from worker.audio.decode import decode_audio
-    from worker.decoding.whisper.parts import speech_spans
+    from worker.decoding.whisper.vad import speech_spans
 
     voices = {}
     for speaker in speakers:

@@ -12,10 +12,13 @@ ctranslate2/specs/model_spec.py `_serialize`): u32 version, str spec name, u32 s
 u32 variable count, then per variable: str name, u8 rank, u32 dims[rank], u8 dtype id,
 u32 byte count, raw bytes; then u32 alias count and (alias, target) string pairs.
 A str is u16 length (including a trailing NUL), the bytes, the NUL.
+
+`python -m benchmarks export-hf` (COMMAND, at the end) is `export_hf` from the command line.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -25,6 +28,9 @@ from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
 import numpy as np
+
+from .audio_files import DATA
+from .command import Command
 
 # Order of CTranslate2's DataType enum (include/ctranslate2/types.h).
 _CT2_DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
@@ -396,3 +402,30 @@ def verify_export(ct2_dir: str, hf_dir: str, audio: np.ndarray) -> dict:
         "tokens_equal": hf_greedy == list(ct2_ids),
         "ct2_text": tokenizer.decode(ct2_ids, skip_special_tokens=True).strip(),
     }
+
+
+# -- the export-hf command ---------------------------------------------------------------------
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ct2_dir", help="CTranslate2 Whisper model directory (model.bin, config.json, tokenizer.json), or bundled:tiny.en / bundled:base")
+    parser.add_argument("out_dir", help="where to write the transformers checkpoint")
+    parser.add_argument("--verify", nargs="?", const=str(DATA / "jfk.flac"), default=None,
+                        metavar="AUDIO", help="compare encoder output, logits and greedy tokens with CTranslate2 on AUDIO [jfk.flac]")
+
+
+def run(args) -> int:
+    from .weights import BUNDLED, DEFAULT_CACHE, bundled_ct2_dir
+
+    source = bundled_ct2_dir(args.ct2_dir, DEFAULT_CACHE) if args.ct2_dir in BUNDLED else args.ct2_dir
+    export_hf(source, args.out_dir)
+    print(f"exported {source} -> {args.out_dir}")
+    if args.verify:
+        from worker.audio.decode import decode_audio
+
+        check = verify_export(source, args.out_dir, decode_audio(args.verify, 600.0))
+        print(json.dumps({k: v for k, v in check.items() if k not in ("ct2_tokens", "hf_teacher_forced_argmax")}, indent=2))
+        return 0 if check["tokens_equal"] else 1
+    return 0
+
+
+COMMAND = Command("export-hf", "export a CTranslate2 Whisper model to a transformers checkpoint", configure, run)

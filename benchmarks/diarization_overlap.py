@@ -209,31 +209,25 @@ def known_voices(diarizer, items, folder: Path = VOICES) -> dict:
 
 def jobs(models: Path, log=print) -> dict:
     """The budget, through the worker's job path (benchmarks/diarization.py's evaluate: the same
-    job with and without `diarize`, best of two, base int8 on CPU) with each backend plugged into
-    worker.speakers.attribution.Speakers: the share of wall time diarization adds."""
-    from worker.speakers import attribution as speakers
+    job with and without `diarize`, best of two, base int8 on CPU) with each backend asked for by
+    the request (`diarization_model`: conversation, or meeting for the overlap diarizer): the
+    share of wall time diarization adds."""
     from worker.config import Settings
-    from worker.speakers.meeting import OverlapDiarizer
-    from worker.entries.runpod import Service
+    from worker.entries.runpod import JobRunner
 
     from .diarization import evaluate
     from .weights import resolve_ct2
 
     settings = Settings(model=resolve_ct2("bundled:base", str(ROOT / ".cache" / "benchmarks")), device="cpu", compute_type="int8",
-                        cpu_threads=0, batch_size=8, max_batch_size=8)
+                        cpu_threads=0, batch_size=8, max_batch_size=8, diarization_models=str(models))
     items = conversations.constructed()[:4] + conversations.ami()
-    original = speakers.Speakers.diarizer
     out = {}
-    for backend in ("worker", "overlap"):
-        if backend == "overlap":
-            shared = OverlapDiarizer("cpu", str(models))
-            speakers.Speakers.diarizer = lambda self, kind="conversation": shared
-        service = Service.from_settings(settings)
+    for backend, model in (("worker", "conversation"), ("overlap", "meeting")):
+        service = JobRunner.from_settings(settings)
         try:
             log(f"{backend}:")
-            rows = evaluate(service, items, repeats=2, log=log)
+            rows = evaluate(service, items, repeats=2, log=log, diarize_options={"diarization_model": model})
         finally:
-            speakers.Speakers.diarizer = original
             service.engine.close()
         out[backend] = {r["conversation"]: {k: r[k] for k in ("der", "added", "job_seconds", "job_seconds_with_speakers", "diarize_rtf")} for r in rows}
     return out

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from . import report
+from .command import Command, add_shared
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "gpu-eval"
@@ -737,7 +738,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="with --rehearse: the smallest run (what make test runs)")
     parser.add_argument("--wheels", default=None, help="folder of carried wheels (scripts/prepare_gpu_wheels.sh) to install first, e.g. .whl-gpu")
     parser.add_argument("--site", default=os.path.join(tempfile.gettempdir(), "gpu-eval-site"), help="where --wheels are installed [%(default)s]")
-    parser.add_argument("--out", default=None, help="results folder [benchmarks/results/<gpu>-<date>; rehearsal: .cache/gpu-eval/results/rehearsal-<date>]")
+    add_shared(parser, "out", notes={"out": "default benchmarks/results/<gpu>-<date>, rehearsal .cache/gpu-eval/results/rehearsal-<date>"})
     parser.add_argument("--time-limit", type=float, default=None, help="seconds for the whole call [470 on GPU, 170 rehearsal]")
     parser.add_argument("--tokens", type=int, default=None, help="tokens decoded per 30 s window [128 on GPU, 8 rehearsal]")
     parser.add_argument("--batch-sizes", type=_int_list, default=None, help="batched sizes to try, rising [8,16,32 on GPU]")
@@ -746,6 +747,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     return evaluate(args)
+
+
+COMMAND = Command("gpu", "the whole GPU evaluation in one call (engines, pipeline and load on the real device, load times, "
+                         "tests/decoding/test_gpu.py); --rehearse runs it on CPU", configure, run)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -6,9 +6,10 @@ it goes (`Result.save`), so a stage killed at its limit still leaves what it mea
 
 Every stage reuses the existing pieces: the engines of benchmarks/engines.py (the worker's own
 Engine, transformers with SDPA), the memory monitor of benchmarks/metrics.py (NVML device-wide
-peak on GPU), the job path and bookkeeping of benchmarks/pipeline.py (`_run_mix`, StageClock,
-FirstWindow, FileServer, hour_file) with the real device in place of the simulated one, and the
-job maker / sender / statistics of the load benchmark (load_jobs.make_jobs, run_jobs).
+peak on GPU), the job path and bookkeeping of benchmarks/pipeline.py (`run_mix`, FileServer,
+hour_file; jobs through the RunPod entry and host CPU per stage from the worker's StageMeter, via
+benchmarks/job_path.py) with the real device in place of the simulated one, and the job maker /
+sender / statistics of the load benchmark (load_jobs.make_jobs, run_jobs).
 """
 
 from __future__ import annotations
@@ -337,10 +338,10 @@ def _variant(base, spec):
 # -- pipeline: the worker's job path with the real device ---------------------------------------
 
 class MeasuredDevice:
-    """The scheduler's real backend, timed per batch; quacks like pipeline.SimulatedDevice so
-    that pipeline._run_mix reports device busy share, batches and windows per batch."""
+    """The real device call, timed per batch; quacks like pipeline.SimulatedDevice so
+    that pipeline.run_mix reports device busy share, batches and windows per batch."""
 
-    cost = "measured"  # truthy: _run_mix reports a busy share
+    cost = "measured"  # truthy: run_mix reports a busy share
 
     def __init__(self, backend: Callable):
         self.backend = backend
@@ -380,19 +381,11 @@ def fit_cost(busy: List[tuple]) -> dict:
 def pipeline_stage(plan: dict, result: Result, _arg: str = "") -> None:
     import hashlib
 
-    from worker.decoding import scheduler as scheduler_module
-    from worker.decoding.engine import Engine
-    from worker.entries.runpod import Service
-    from worker.decoding.models import load_model
-
+    from . import job_path
     from . import pipeline as P
 
     settings_plan = plan["pipeline"]
     fixed_decode(plan)
-    clock = P.StageClock()
-    clock.install()
-    first = P.FirstWindow()
-    first.install(scheduler_module.BatchScheduler)
     env = {"WHISPER_MODEL": plan["model"]["ct2_dir"], "WHISPER_DEVICE": plan["device"], "WHISPER_COMPUTE_TYPE": plan["worker_compute_type"],
            "WHISPER_LOCAL_FILES_ONLY": "true", "WHISPER_ALLOW_PRIVATE_URLS": "true", "WHISPER_CONCURRENCY": str(settings_plan["concurrency"]),
            "WHISPER_BATCH_SIZE": str(settings_plan["batch_size"]), "WHISPER_MAX_BATCH_SIZE": str(settings_plan["batch_size"]),
@@ -401,33 +394,32 @@ def pipeline_stage(plan: dict, result: Result, _arg: str = "") -> None:
     from worker.config import Settings
 
     settings = Settings.from_env(env)
-    engine_object = Engine(load_model(settings), settings)
-    device = MeasuredDevice(engine_object.scheduler._backend)
-    engine_object.scheduler._backend = device
-    service = Service(settings, engine_object)
+    engine, device, _ = job_path.engine_with_device(settings, lambda model: MeasuredDevice(job_path.run_windows_on(model.whisper)))
+    service = job_path.make_service(settings, engine)
     server = P.FileServer(P.ROOT)
     data = result.data
     data.update(settings={k: v for k, v in env.items() if k != "WHISPER_MODEL"}, hours=settings_plan["hours"], mixes={})
     try:
-        long_path = P.hour_file(settings_plan["hours"]).relative_to(P.ROOT)
-        shorts = [path.relative_to(P.ROOT) for path in P.short_files()][: settings_plan["short_jobs"]]
-        extra = request_input(plan, word_timestamps=True)
-        warm = service.process({"id": "warm-up", "input": {"audio": server.url("tests/data/jfk.flac"), **extra}})
-        if "error" in warm:
-            raise RuntimeError(f"warm-up job failed: {warm['error']}")
-        plans = {"mix": [long_path] + shorts, "long": [long_path]}
-        for mix in settings_plan["mixes"]:
-            jobs = [{"id": f"{mix}-{i}-{path.name}", "input": {"audio": server.url(str(path)), **extra}} for i, path in enumerate(plans[mix])]
-            out = P._run_mix(service, jobs, settings_plan["concurrency"], device, clock, first)
-            out["transcripts_digest"] = hashlib.sha256(json.dumps(out.pop("transcripts"), sort_keys=True).encode()).hexdigest()[:16]
-            out["windows_per_batch"] = round(out["device_windows"] / out["batches"], 2) if out["batches"] else None
-            out["measured_cost"] = fit_cost(list(device.busy))
-            out["batch_seconds"] = [round(b[1] - b[0], 4) for b in device.busy]
-            data["mixes"][mix] = out
-            result.save()
+        with job_path.Entry(service) as entry, job_path.Stages() as stages:
+            long_path = P.hour_file(settings_plan["hours"]).relative_to(P.ROOT)
+            shorts = [path.relative_to(P.ROOT) for path in P.short_files()][: settings_plan["short_jobs"]]
+            extra = request_input(plan, word_timestamps=True)
+            warm = entry.run({"id": "warm-up", "input": {"audio": server.url("tests/data/jfk.flac"), **extra}})
+            if "error" in warm:
+                raise RuntimeError(f"warm-up job failed: {warm['error']}")
+            plans = {"mix": [long_path] + shorts, "long": [long_path]}
+            for mix in settings_plan["mixes"]:
+                jobs = [{"id": f"{mix}-{i}-{path.name}", "input": {"audio": server.url(str(path)), **extra}} for i, path in enumerate(plans[mix])]
+                out = P.run_mix(entry, jobs, settings_plan["concurrency"], device, stages)
+                out["transcripts_digest"] = hashlib.sha256(json.dumps(out.pop("transcripts"), sort_keys=True).encode()).hexdigest()[:16]
+                out["windows_per_batch"] = round(out["device_windows"] / out["batches"], 2) if out["batches"] else None
+                out["measured_cost"] = fit_cost(list(device.busy))
+                out["batch_seconds"] = [round(b[1] - b[0], 4) for b in device.busy]
+                data["mixes"][mix] = out
+                result.save()
     finally:
         server.close()
-        engine_object.close()
+        job_path.close_service(service)
     allbusy = [(0, s, n) for mix in data["mixes"].values() for s, n in zip(mix["batch_seconds"], mix["batch_windows"])]
     data["measured_cost"] = fit_cost(allbusy)
     simulated = P.PRESETS["h100-large-v3-fp16"]
@@ -437,11 +429,11 @@ def pipeline_stage(plan: dict, result: Result, _arg: str = "") -> None:
 # -- load: p50 / p95 job latency as concurrency rises -------------------------------------------
 
 class InProcessTarget:
-    """load_jobs.Target's interface on the worker's Service in this process (no HTTP, no SDK):
-    the job path the handler runs, without the RunPod SDK the GPU machine lacks."""
+    """load_jobs.Target's interface on the worker in this process (no HTTP, no SDK): the jobs go
+    through the RunPod entry's handler, without the RunPod SDK the GPU machine lacks."""
 
-    def __init__(self, service):
-        self.service = service
+    def __init__(self, entry):
+        self.entry = entry
         self.count = 0
         self.lock = threading.Lock()
 
@@ -449,22 +441,21 @@ class InProcessTarget:
         with self.lock:
             self.count += 1
             job_id = f"load-{self.count}"
-        output = self.service.process({"id": job_id, "input": job_input})
+        output = self.entry.run({"id": job_id, "input": job_input})
         return output, output.get("error") if isinstance(output, dict) else "no output"
 
 
 def load_stage(plan: dict, result: Result, _arg: str = "") -> None:
-    from worker.entries.runpod import Service
-
-    from . import dataset
+    from . import dataset, job_path
     from .load_jobs import make_jobs, run_jobs
 
     load_plan = plan["load"]
     fixed_decode(plan)
     top = max(load_plan["concurrency"])
     settings = worker_settings(plan, concurrency=top, batch_size=load_plan["batch_size"], max_batch_size=load_plan["max_batch_size"])
-    service = Service.from_settings(settings)
-    target = InProcessTarget(service)
+    service = job_path.make_service(settings)
+    entry = job_path.Entry(service)
+    target = InProcessTarget(entry)
     files = dataset.load(dataset.collect([os.path.join(dataset.BUNDLED_DATA, "harvard"), os.path.join(dataset.BUNDLED_DATA, "ljspeech")]))
     extra = request_input(plan)
     data = result.data
@@ -489,7 +480,8 @@ def load_stage(plan: dict, result: Result, _arg: str = "") -> None:
                 break
             best = max(best, rate)
     finally:
-        service.engine.close()
+        entry.close()
+        job_path.close_service(service)
 
 
 def saturation(levels: List[dict], gain: float) -> Optional[dict]:

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from . import dataset, facts, report
+from .command import Command, add_shared
 from .load_jobs import make_jobs, open_target, reference_texts, run_jobs
 from .load_report import load_chart, load_markdown
 from .load_stats import comparison, differing_from
@@ -30,30 +31,27 @@ from .load_stats import comparison, differing_from
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def configure_load(parser: argparse.ArgumentParser) -> None:
+def configure(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--serve", metavar="MODEL", help="start `python -m worker --rp_serve_api` with this model (dir, alias, or bundled:tiny.en / bundled:base)")
     target.add_argument("--url", help="base URL of a running local API server, e.g. http://127.0.0.1:8000")
     target.add_argument("--endpoint-id", help="RunPod endpoint id (API key from RUNPOD_API_KEY)")
     parser.add_argument("inputs", nargs="*", help="audio folders/manifests/files [bundled Harvard + LJ Speech clips]")
     parser.add_argument("--jobs", type=int, default=32, help="number of jobs [%(default)s]")
-    parser.add_argument("--concurrency", type=int, default=4, help="jobs in flight at once [%(default)s]")
-    parser.add_argument("--batch-size", type=int, default=8, help="each job's batch_size (1 = sequential) [%(default)s]")
+    add_shared(parser, "concurrency", "batch_size")
     parser.add_argument("--max-batch-wait-ms", type=float, default=None, help="with --serve: WHISPER_MAX_BATCH_WAIT_MS")
-    parser.add_argument("--max-batch-size", type=int, default=None, help="with --serve: WHISPER_MAX_BATCH_SIZE")
+    add_shared(parser, "max_batch_size", notes={"max_batch_size": "with --serve"})
     parser.add_argument("--extra", default="{}", help="JSON object merged into every job's input")
     parser.add_argument("--compare-serial", action="store_true", help="also serve the same jobs at concurrency 1 first and compare")
     parser.add_argument("--invalid-every", type=int, default=0, help="make every K-th job malformed (0 = none)")
     parser.add_argument("--timeout", type=float, default=600.0, help="per-job HTTP timeout in seconds")
     parser.add_argument("--duration-limit", type=float, default=None, help="stop sending new jobs after this many seconds")
-    parser.add_argument("--cpu-threads", type=int, default=0, help="with --serve: WHISPER_CPU_THREADS")
-    parser.add_argument("--out", default=None, help="output directory [benchmarks/results/load-<timestamp>]")
-    parser.add_argument("--quiet", action="store_true")
+    add_shared(parser, "cpu_threads", "out", "quiet", notes={"cpu_threads": "with --serve: WHISPER_CPU_THREADS", "out": "default benchmarks/results/load-<timestamp>"})
 
 
 # -- the command ------------------------------------------------------------------------------
 
-def run_load(args) -> int:
+def run(args) -> int:
     files = dataset.load(dataset.collect(args.inputs or [os.path.join(dataset.BUNDLED_DATA, "harvard")]))
     if not files:
         raise SystemExit("no audio files found")
@@ -91,3 +89,6 @@ def run_load(args) -> int:
     report.write_results(out, data, load_markdown(data), load_chart)
     failed = sum(run["valid_failed"] + run["transcripts_differing_from_reference"] for run in runs)
     return 1 if failed else 0
+
+
+COMMAND = Command("load", "N jobs at concurrency C against the worker's HTTP API: latency percentiles, throughput, errors, leaks", configure, run)

@@ -31,10 +31,10 @@ import numpy as np
 from worker.audio.decode import SAMPLE_RATE
 
 from . import facts, report
+from .command import Command, add_shared
+from .audio_files import DATA, ROOT, read_transcripts, write_audio
 from .metrics import MB, PeakSampler, error_rates, normalizer, rss_reader
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
 MODES: Dict[str, dict] = {
     "default": {},
     "batched-words": {"word_timestamps": True},
@@ -72,11 +72,7 @@ def join_clips(folder: Path, prefix: str, seed: int = 0) -> tuple:
     """The clips of one set in name order with pauses of 0.4-1.2 s: (samples, reference, starts)."""
     from worker.audio.decode import decode_audio
 
-    refs = {}
-    for line in (folder / "transcripts.txt").read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            name, text = line.split(" ", 1)
-            refs[name] = text
+    refs = read_transcripts(folder)
     names = sorted(n for n in refs if n.startswith(prefix))
     rng = np.random.default_rng(seed)
     parts, starts, position = [], [], 0
@@ -205,7 +201,7 @@ def memory_check(service, hours: float, modes: List[str], log=print) -> List[dic
     rows = []
     with tempfile.TemporaryDirectory(prefix="longform-memory-") as folder:
         path = os.path.join(folder, "long.wav")
-        _write_wav(path, np.tile(clip, repeats)[: int(hours * 3600 * SAMPLE_RATE)], SAMPLE_RATE)
+        write_audio(path, np.tile(clip, repeats)[: int(hours * 3600 * SAMPLE_RATE)], SAMPLE_RATE)
         for mode in modes:
             request = parse_request({"audio": "long", **MODES[mode]}, service.settings)
             service.engine.transcribe(clip, request)  # one-time allocations (VAD session, buffers) are not the job's
@@ -223,17 +219,6 @@ def memory_check(service, hours: float, modes: List[str], log=print) -> List[dic
             rows.append(row)
             log(f"  memory {hours:g} h {mode:15s} +{row['rss_increase_mb']:.0f} MB = {row['ratio_to_samples']}x samples ({row['seconds']} s)")
     return rows
-
-
-def _write_wav(path: str, samples: np.ndarray, rate: int) -> None:
-    import wave
-
-    with wave.open(path, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        for first in range(0, samples.size, rate * 600):  # 10 minutes at a time
-            out.writeframes((np.clip(samples[first:first + rate * 600], -1, 1) * 32767).astype("<i2").tobytes())
 
 
 def markdown(data: dict) -> str:
@@ -277,22 +262,18 @@ def chart(path: str, data: dict) -> str:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="bundled:base", help="CTranslate2 model dir, worker alias, or bundled:tiny.en / bundled:base [%(default)s]")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--compute-type", default="int8")
-    parser.add_argument("--batch-size", type=int, default=8, help="batch size of the batched modes [%(default)s]")
+    add_shared(parser, "model", "device", "compute_type", "batch_size", notes={"batch_size": "of the batched modes"})
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ",".join(MODES))
     parser.add_argument("--files", default=None, help="comma-separated subset of " + ",".join([s[0] for s in SETS] + ["columbia"]))
-    parser.add_argument("--cpu-threads", type=int, default=0)
+    add_shared(parser, "cpu_threads")
     parser.add_argument("--memory-hours", type=float, default=0.0, help="also measure memory on a recording this many hours long (columbia tiled)")
     parser.add_argument("--memory-only", action="store_true", help="skip the evaluation, only the memory check")
-    parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--out", default=None, help="output directory [benchmarks/results/longform-<device>-<date>]")
+    add_shared(parser, "cache_dir", "out", notes={"out": "default benchmarks/results/longform-<device>-<date>"})
 
 
 def run(args) -> int:
     from worker.config import Settings
-    from worker.entries.runpod import Service
+    from worker.entries.runpod import JobRunner
 
     from .weights import resolve_ct2
 
@@ -304,7 +285,7 @@ def run(args) -> int:
     model_dir = resolve_ct2(args.model, cache)
     settings = Settings(model=model_dir, device=args.device, compute_type=args.compute_type, cpu_threads=args.cpu_threads,
                         batch_size=args.batch_size, max_batch_size=max(args.batch_size, 1), allow_local_files=True)
-    service = Service.from_settings(settings)
+    service = JobRunner.from_settings(settings)
     machine = facts.machine()
     data = {
         "created": dt.datetime.now().isoformat(timespec="seconds"),
@@ -334,3 +315,5 @@ def run(args) -> int:
     print(f"wrote {out}/results.json, results.md" + (", chart.png" if data["summary"] else ""))
     return 0 if all(t["met"] for t in data["targets"]) else 1
 
+
+COMMAND = Command("longform", "the worker's modes on long audio: WER against human references, words kept, segment lengths, memory", configure, run)

@@ -25,12 +25,19 @@ With `--gpu-preset`, every figure is labelled SIMULATED; a real GPU run is `comp
 Compared with `--baseline REF` (a git commit, e.g. the main before a change): the same mix runs
 through that commit's worker (from a git worktree, in a child process) with the same device,
 and the transcripts of both runs are compared word for word.
+
+Nothing of the worker is patched (benchmarks/job_path.py): jobs go in through the RunPod entry,
+the simulated device is the Engine's `backend`, and host CPU per stage and each job's first
+window come from the worker's own StageMeter; a stage that reported nothing stops the run. A
+baseline commit older than worker/stages.py has its stage times and first windows reported as
+unavailable; its transcripts and throughput are still compared.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import hashlib
 import http.server
 import json
@@ -42,12 +49,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
-from . import bundled, facts, report
+from . import bundled, facts, job_path, report
+from .audio_files import DATA, ROOT, write_audio
+from .command import Command, add_shared
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
 CACHE = ROOT / ".cache" / "pipeline"
 SAMPLE_RATE = 16000  # the worker's rate; not imported so that --baseline can pick the worker
 
@@ -79,32 +86,20 @@ def short_files() -> List[Path]:
 
 def hour_file(hours: float = 1.0) -> Path:
     """An MP3 (64 kb/s mono) of `hours` of real speech: every short file in turn, 0.8 s apart,
-    repeated; made once with the worker's decoder and PyAV's encoder, then cached."""
+    repeated; made once with the worker's decoder and the shared encoder (audio_files.py), then cached."""
     path = CACHE / f"speech-{hours:g}h.mp3"
     if path.exists():
         return path
-    import av
     import numpy as np
 
-    from worker.audio.decode import decode_audio
-
+    decode_audio = job_path.find("decode_audio")
     pause = np.zeros(int(0.8 * SAMPLE_RATE), np.float32)
     one = np.concatenate([part for name in short_files() for part in (decode_audio(str(name), 1e9), pause)])
     total = int(hours * 3600 * SAMPLE_RATE)
     samples = np.tile(one, int(np.ceil(total / one.size)))[:total]
-    pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
     CACHE.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".part")
-    with av.open(str(partial), "w", format="mp3") as out:
-        stream = out.add_stream("mp3", rate=SAMPLE_RATE, layout="mono")
-        stream.bit_rate = 64000
-        for first in range(0, pcm.size, 11520):
-            frame = av.AudioFrame.from_ndarray(pcm[None, first:first + 11520], format="s16", layout="mono")
-            frame.sample_rate = SAMPLE_RATE
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+    write_audio(partial, samples, SAMPLE_RATE, fmt="mp3", codec="mp3")
     partial.rename(path)
     return path
 
@@ -135,20 +130,31 @@ class FileServer:
 
 def window_key(window, context) -> str:
     """Stable across processes: the window's features and the decoding options' text."""
-    from worker.decoding.whisper import parts
     tokenizer, options = context
     digest = hashlib.blake2b(window.features.tobytes(), digest_size=16)
-    digest.update(repr((window.content_frames, parts.batching_key(tokenizer, options))).encode())
+    digest.update(repr((window.content_frames, job_path.find("batching_key")(tokenizer, options))).encode())
     return digest.hexdigest()
 
 
 class Recording:
-    """Outputs of the real model per window, replayed by the simulated device."""
+    """Outputs of the real model per window, replayed by the simulated device. Kept as plain
+    field values (not pickled worker objects), so that a worker whose modules moved, this tree or
+    a --baseline commit, replays the same recording into its own WindowOutput."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.outputs: Dict[str, object] = pickle.loads(path.read_bytes()) if path.exists() else {}
+        self.outputs: Dict[str, dict] = pickle.loads(path.read_bytes()) if path.exists() else {}
         self.lock = threading.Lock()
+        self._output_class = None
+
+    def add(self, key: str, output) -> None:
+        with self.lock:
+            self.outputs[key] = copy.deepcopy({field.name: getattr(output, field.name) for field in dataclasses.fields(output)})
+
+    def replay(self, key: str):
+        if self._output_class is None:
+            self._output_class = job_path.find("WindowOutput")
+        return self._output_class(**copy.deepcopy(self.outputs[key]))
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +167,7 @@ class SimulatedDevice:
     held time, and counted as a miss)."""
 
     def __init__(self, whisper, recording: Recording, cost: Optional[DeviceCost]):
-        self.whisper = whisper
+        self.real = job_path.run_windows_on(whisper)
         self.recording = recording
         self.cost = cost
         self.lock = threading.Lock()
@@ -170,17 +176,14 @@ class SimulatedDevice:
         self.windows = 0
 
     def __call__(self, windows, context):
-        from worker.decoding.whisper import parts
         keys = [window_key(window, context) for window in windows]
         missing = [i for i, key in enumerate(keys) if key not in self.recording.outputs]
         if missing:
             self.misses += len(missing) if self.cost else 0
-            tokenizer, options = context
-            outputs = parts.run_windows(self.whisper, [windows[i] for i in missing], tokenizer, options)
-            with self.recording.lock:
-                for i, output in zip(missing, outputs):
-                    self.recording.outputs[keys[i]] = copy.deepcopy(output)
-        results = [copy.deepcopy(self.recording.outputs[key]) for key in keys]
+            outputs = self.real([windows[i] for i in missing], context)
+            for i, output in zip(missing, outputs):
+                self.recording.add(keys[i], output)
+        results = [self.recording.replay(key) for key in keys]
         if self.cost is None:
             return results
         with self.lock:  # one device: batches run one after another
@@ -189,92 +192,6 @@ class SimulatedDevice:
             self.busy.append((started, time.monotonic(), len(windows), float(context[1].temperatures[0])))
             self.windows += len(windows)
         return results
-
-
-# -- host CPU per stage ------------------------------------------------------------------------
-
-# (module, attribute, stage): the functions each stage's host work runs in. Names absent from a
-# worker version (--baseline) are skipped; nested stages are not double-counted.
-STAGES = [
-    ("worker.audio.fetch", "download", "fetch"),
-    ("worker.audio.sources", "decode_audio", "decode"),
-    ("worker.audio.decode", "DecodingAudio._decode", "decode"),  # the decode thread, timed once (not per frame: that costs GIL hand-offs)
-    ("worker.decoding.whisper.parts", "_StreamingSilero.__call__", "vad"),
-    ("worker.decoding.whisper.parts", "SileroStream.__call__", "vad"),
-    ("worker.decoding.whisper.parts", "window_features", "features"),
-    ("worker.decoding.batched", "split_window", "segments"),
-    ("worker.decoding.whisper.parts", "add_word_timestamps", "words"),
-    ("worker.entries.runpod", "Service._output", "format"),
-]
-
-
-class StageClock:
-    def __init__(self):
-        self.seconds: Dict[str, float] = {}
-        self.lock = threading.Lock()
-        self.local = threading.local()
-
-    def wrap(self, function: Callable, stage: str) -> Callable:
-        def timed(*args, **kwargs):
-            if getattr(self.local, "inside", False):
-                return function(*args, **kwargs)
-            self.local.inside = True
-            started = time.thread_time()
-            try:
-                result = function(*args, **kwargs)
-                if hasattr(result, "__next__"):  # a generator: time its iteration too
-                    result = self._timed_iteration(result, stage)
-                return result
-            finally:
-                self.local.inside = False
-                self._add(stage, time.thread_time() - started)
-
-        return timed
-
-    def _timed_iteration(self, iterator, stage):
-        while True:
-            started = time.thread_time()
-            try:
-                item = next(iterator)
-            except StopIteration:
-                self._add(stage, time.thread_time() - started)
-                return
-            self._add(stage, time.thread_time() - started)
-            yield item
-
-    def _add(self, stage: str, seconds: float) -> None:
-        with self.lock:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
-
-    def install(self) -> None:
-        import importlib
-
-        for module_name, attribute, stage in STAGES:
-            owner = importlib.import_module(module_name)
-            *path, name = attribute.split(".")
-            for part in path:
-                owner = getattr(owner, part, None)
-            if owner is not None and hasattr(owner, name):
-                setattr(owner, name, self.wrap(getattr(owner, name), stage))
-
-
-class FirstWindow:
-    """When each job's first window reached the scheduler."""
-
-    def __init__(self):
-        self.at: Dict[str, float] = {}
-
-    def install(self, scheduler_class) -> None:
-        for name in ("run", "submit"):
-            original = getattr(scheduler_class, name, None)
-            if original is None:
-                continue
-
-            def first(self_, key, windows, context, job_id, *rest, _original=original, **kwargs):
-                self.at.setdefault(job_id.split("/")[0], time.monotonic())
-                return _original(self_, key, windows, context, job_id, *rest, **kwargs)
-
-            setattr(scheduler_class, name, first)
 
 
 # -- one run -----------------------------------------------------------------------------------
@@ -287,53 +204,45 @@ def _digest(output: dict) -> dict:
 
 def run_jobs(args, cost: Optional[DeviceCost], recording: Recording, mixes: List[str]) -> dict:
     """Run the mixes through the worker importable now (this tree, or --baseline's)."""
-    from worker.decoding import scheduler as scheduler_module
-    from worker.config import Settings
-    from worker.decoding.engine import Engine
-    from worker.entries.runpod import Service
-    from worker.decoding.models import load_model
-
-    clock = StageClock()
-    clock.install()
-    first = FirstWindow()
-    first.install(scheduler_module.BatchScheduler)
     env = {"WHISPER_MODEL": bundled.tiny_en_dir(), "WHISPER_DEVICE": "cpu", "WHISPER_COMPUTE_TYPE": "int8",
            "WHISPER_LOCAL_FILES_ONLY": "true", "WHISPER_ALLOW_PRIVATE_URLS": "true", "WHISPER_CONCURRENCY": str(args.concurrency),
            "WHISPER_BATCH_SIZE": str(args.batch_size), "WHISPER_MAX_BATCH_SIZE": str(args.max_batch_size),
            "WHISPER_MAX_AUDIO_SECONDS": "14400", "WHISPER_MAX_DOWNLOAD_BYTES": str(2**31), "WHISPER_LOG_LEVEL": "WARNING"}
-    settings = Settings.from_env(env)
-    engine = Engine(load_model(settings), settings)
-    device = SimulatedDevice(engine.model.whisper, recording, cost)
-    engine.scheduler._backend = device
-    service = Service(settings, engine)
+    settings = job_path.find("Settings").from_env(env)
+    engine, device, _ = job_path.engine_with_device(settings, lambda model: SimulatedDevice(model.whisper, recording, cost))
+    service = job_path.make_service(settings, engine)
     server = FileServer(ROOT)
     long_path = hour_file(args.hours).relative_to(ROOT)
     shorts = [path.relative_to(ROOT) for path in short_files()]
     plans = {"mix": [long_path] + shorts, "long": [long_path]}
     results = {}
     try:
-        for mix in mixes:
-            jobs = [{"id": f"{mix}-{i}-{path.name}", "input": {"audio": server.url(str(path)), "word_timestamps": True}}
-                    for i, path in enumerate(plans[mix])]
-            results[mix] = _run_mix(service, jobs, args.concurrency, device, clock, first)
+        with job_path.Entry(service) as entry, job_path.Stages() as stages:
+            for mix in mixes:
+                jobs = [{"id": f"{mix}-{i}-{path.name}", "input": {"audio": server.url(str(path)), "word_timestamps": True}}
+                        for i, path in enumerate(plans[mix])]
+                results[mix] = run_mix(entry, jobs, args.concurrency, device, stages)
     finally:
         server.close()
-        engine.close()
+        job_path.close_service(service)
     return results
 
 
-def _run_mix(service, jobs, concurrency: int, device: SimulatedDevice, clock: StageClock, first: FirstWindow) -> dict:
+def run_mix(entry: job_path.Entry, jobs: List[dict], concurrency: int, device, stages: job_path.Stages,
+            required_stages: Optional[List[str]] = None) -> dict:
+    """The jobs through the entry, `concurrency` at a time, and what they add up to. `device`
+    keeps its batches (SimulatedDevice, or the GPU evaluation's measured one); every stage in
+    `required_stages` (all of worker.stages.STAGES by default) must have reported host CPU."""
     device.busy.clear()
     device.windows = device.misses = 0
-    clock.seconds.clear()
-    first.at.clear()
+    stages.clear()
     started_at: Dict[str, float] = {}
     ended_at: Dict[str, float] = {}
     outputs: Dict[str, dict] = {}
 
     def one(job):
         started_at[job["id"]] = time.monotonic()
-        outputs[job["id"]] = service.process(job)
+        outputs[job["id"]] = entry.run(job)
         ended_at[job["id"]] = time.monotonic()
 
     cpu = time.process_time()
@@ -345,6 +254,7 @@ def _run_mix(service, jobs, concurrency: int, device: SimulatedDevice, clock: St
     errors = {name: out["error"] for name, out in outputs.items() if "error" in out}
     if errors:
         raise RuntimeError(f"jobs failed: {errors}")
+    stages.check(required_stages)
     audio = sum(out["metrics"]["audio_seconds"] for out in outputs.values())
     hours = audio / 3600
     busy = sum(end - start for start, end, *_ in device.busy)
@@ -352,17 +262,23 @@ def _run_mix(service, jobs, concurrency: int, device: SimulatedDevice, clock: St
     for _, _, size, temperature in device.busy:
         counts = by_temperature.setdefault(f"{temperature:g}", [0, 0])
         counts[0], counts[1] = counts[0] + 1, counts[1] + size
-    waits = {name: first.at[name] - started_at[name] for name in first.at if name in started_at}
-    stages = {stage: round(seconds / hours, 2) for stage, seconds in sorted(clock.seconds.items())}
-    stages["all host CPU"] = round(cpu / hours, 2)
+    seconds = stages.seconds()
+    if seconds is None:
+        waits, host = None, {}
+    else:
+        firsts = {name: stages.first_window(name) for name in started_at}
+        waits = {name: round(at - started_at[name], 3) for name, at in sorted(firsts.items()) if at is not None}
+        host = {stage: round(value / hours, 2) for stage, value in sorted(seconds.items())}
+    host["all host CPU"] = round(cpu / hours, 2)
     return {
         "jobs": len(jobs), "audio_seconds": round(audio, 1), "wall_seconds": round(wall, 2),
         "throughput": round(audio / wall, 1), "device_busy_share": round(busy / wall, 3) if device.cost else None,
         "device_seconds": round(busy, 2), "device_windows": device.windows, "batches": len(device.busy),
         "batch_windows": [size for _, _, size, _ in device.busy], "batches_by_temperature": by_temperature,
-        "first_window_seconds": {name: round(value, 3) for name, value in sorted(waits.items())},
+        "stage_times": stages.unavailable or "measured: worker.stages.StageMeter",
+        "first_window_seconds": waits,
         "job_seconds": {name: round(ended_at[name] - started_at[name], 2) for name in sorted(ended_at)},
-        "host_cpu_seconds_per_audio_hour": stages,
+        "host_cpu_seconds_per_audio_hour": host,
         "replay_misses": device.misses,
         "transcripts": {name: _digest(out) for name, out in sorted(outputs.items())},
     }
@@ -415,12 +331,16 @@ def compare_transcripts(ours: dict, theirs: dict) -> dict:
 def summary_rows(label: str, result: dict, long_name: Optional[str]) -> List[list]:
     rows = []
     for mix, data in result.items():
-        waits = data["first_window_seconds"]
-        long_wait = next((v for k, v in waits.items() if long_name and k.endswith(long_name)), None)
-        short = sorted(v for k, v in waits.items() if not (long_name and k.endswith(long_name)))
+        waits = data.get("first_window_seconds")
         per_batch = round(data["device_windows"] / data["batches"], 1) if data["batches"] else None
+        if waits is None:  # a worker without worker/stages.py: not measured, not zero
+            long_wait = short_wait = "unavailable"
+        else:
+            long_wait = next((v for k, v in waits.items() if long_name and k.endswith(long_name)), None)
+            short = sorted(v for k, v in waits.items() if not (long_name and k.endswith(long_name)))
+            short_wait = short[len(short) // 2] if short else None
         rows.append([label, mix, data["jobs"], data["wall_seconds"], data["throughput"], data["device_busy_share"], data["batches"],
-                     per_batch, long_wait, short[len(short) // 2] if short else None])
+                     per_batch, long_wait, short_wait])
     return rows
 
 
@@ -442,7 +362,9 @@ def markdown(data: dict) -> str:
     stage_rows = []
     for label, result in (("this tree", data["results"]), (f"baseline {data.get('baseline_ref')}", data.get("baseline") or {})):
         for mix, values in result.items():
-            stage_rows.append([label, mix] + [f"{k} {v}" for k, v in values["host_cpu_seconds_per_audio_hour"].items()])
+            unavailable = values.get("stage_times", "").startswith("unavailable")
+            stage_rows.append([label, mix] + ([f"stages {values['stage_times']}"] if unavailable else [])
+                              + [f"{k} {v}" for k, v in values["host_cpu_seconds_per_audio_hour"].items()])
     width = max(len(r) for r in stage_rows)
     lines.append(report.markdown_table(["worker", "run"] + ["stage"] * (width - 2), [r + [""] * (width - len(r)) for r in stage_rows]))
     for name, value in data.get("ratios", {}).items():
@@ -455,17 +377,16 @@ def markdown(data: dict) -> str:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu-preset", choices=sorted(PRESETS), default="h100-large-v3-fp16", help="simulated device speed [%(default)s]")
-    parser.add_argument("--concurrency", type=int, default=4, help="jobs in flight [%(default)s]")
-    parser.add_argument("--batch-size", type=int, default=16, help="the jobs' batch_size (WHISPER_BATCH_SIZE) [%(default)s]")
-    parser.add_argument("--max-batch-size", type=int, default=16, help="WHISPER_MAX_BATCH_SIZE [%(default)s]")
+    add_shared(parser, "concurrency", "batch_size", "max_batch_size", defaults={"batch_size": 16, "max_batch_size": 16},
+               notes={"batch_size": "WHISPER_BATCH_SIZE"})
     parser.add_argument("--hours", type=float, default=1.0, help="length of the long file [%(default)s]")
     parser.add_argument("--mixes", type=lambda v: [m for m in v.split(",") if m], default=["mix", "long"], help="mix,long [%(default)s]")
     parser.add_argument("--baseline", default=None, help="also run this git commit's worker (e.g. main before a change) and compare")
-    parser.add_argument("--out", default=None, help="output directory [benchmarks/results/pipeline-<preset>]")
+    add_shared(parser, "out", notes={"out": "default benchmarks/results/pipeline-<preset>"})
 
 
 def run(args) -> int:
-    recording = Recording(CACHE / f"replay-tiny.en-{args.hours:g}h.pkl")
+    recording = Recording(CACHE / f"replay-tiny.en-{args.hours:g}h-fields.pkl")
     hour_file(args.hours)
     if len(recording.outputs) == 0 or getattr(args, "record", False):
         print("recording the real model's outputs once (tiny.en on this CPU) ...", flush=True)
@@ -497,6 +418,10 @@ def run(args) -> int:
             mix["transcripts_digest"] = hashlib.sha256(json.dumps(mix.pop("transcripts"), sort_keys=True).encode()).hexdigest()[:16]
     report.write_results(out, data, markdown(data), chart)
     return 0
+
+
+COMMAND = Command("pipeline", "can the host keep a fast GPU busy? the real job path with a SIMULATED device: throughput, "
+                              "device-busy share, first window, host CPU per stage", configure, run)
 
 
 def chart(path: str, data: dict) -> None:

@@ -1,9 +1,11 @@
 """Mutation testing of the core modules with mutmut, one module at a time, against its fast tests.
 
     python mutation/run.py [MODULE ...] [--jobs N] [--rev REV]
-    make mutation [MODULE=scheduler] [JOBS=1] [REV=HEAD] [AGAIN=1]
+    make mutation [MODULE=decoding/scheduler] [JOBS=1] [REV=HEAD] [AGAIN=1]
 
-Each module runs in its own copy of the tree under .cache/mutation/<module>/ (worker/, tests/,
+A module is named by its path under worker/ without .py (decoding/scheduler is
+worker/decoding/scheduler.py). Each runs in its own copy of the tree under
+.cache/mutation/<module, with - for />/ (worker/, tests/,
 pyproject.toml and a generated setup.cfg holding mutmut's settings), taken from the working tree
 or, with --rev, from a commit; so the repository root gets no mutmut configuration or mutants/
 folder, and edits made while it runs do not leak in.
@@ -29,25 +31,44 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".cache" / "mutation"
 
 # module -> the fast test files that exercise it (no network, no GPU; audio uses real files)
+# The batched job's scripted-device tests (tests/decoding/scripted_job.py), by concern.
+JOB_TESTS = [f"tests/decoding/test_{name}.py" for name in ("windows", "segments", "fallbacks", "tails", "feeding", "cancellation")]
 MODULES = {
-    "scheduler": ["tests/decoding/test_scheduler.py"],
+    "decoding/scheduler": ["tests/decoding/test_scheduler.py"],
     # the speaker options' parsing tests of test_diarize.py (its other tests run a diarizer: slow)
-    "request": ["tests/request/test_request.py", "tests/speakers/test_diarize.py::test_speaker_options_that_contradict_are_refused_by_name",
+    "request/schema": ["tests/request/test_request.py", "tests/speakers/test_diarize.py::test_speaker_options_that_contradict_are_refused_by_name",
                 "tests/speakers/test_diarize.py::test_diarize_cannot_stream"],
-    "fetch": ["tests/audio/test_fetch.py"],
-    "formats": ["tests/formats/test_formats.py"],
-    "audio": ["tests/audio/test_audio.py", "tests/audio/test_audio_limits.py", "tests/audio/test_audio_streamed.py"],
-    # BatchedJob with a scripted device, and the model-free tests of test_longform.py (its others
-    # run the model through the whole engine: minutes each)
-    "longform": ["tests/decoding/test_longform_job.py"] + [f"tests/decoding/test_longform.py::{name}" for name in (
-        "test_text_after_the_last_timestamp_becomes_a_segment_to_the_window_end",
-        "test_every_text_token_is_kept_exactly_once_whatever_the_timestamps",
-        "test_no_timestamps_gives_one_segment_for_the_window", "test_silence_and_hallucination_rules",
+    "audio/fetch": ["tests/audio/test_fetch.py"],
+    "formats/subtitles": ["tests/formats/test_formats.py"],
+    "formats/openai": ["tests/formats/test_formats.py", "tests/entries/test_openai_api.py::test_generated_speaker_letters_never_take_a_known_speakers_name"],
+    "audio/decode": ["tests/audio/test_audio.py", "tests/audio/test_audio_limits.py", "tests/audio/test_audio_streamed.py"],
+    # the job itself (feeding, fallbacks, tails, cancellation): BatchedJob with a scripted device
+    "decoding/batched": JOB_TESTS,
+    # window planning: the job's tests and the model-free window tests of test_longform.py (its
+    # others run the model through the whole engine: minutes each)
+    "decoding/windows": JOB_TESTS + [f"tests/decoding/test_longform.py::{name}" for name in (
         "test_windows_cover_every_span_within_30_seconds", "test_a_long_span_is_cut_at_its_quietest_moment",
         "test_a_pause_over_two_seconds_starts_a_new_window", "test_short_windows_always_make_progress")],
+    # the segment rules: the job's tests, the model-free segment tests of test_longform.py, and the
+    # segment-start rules of test_segment_timing.py (its others run the model)
+    "decoding/segments": JOB_TESTS + [f"tests/decoding/test_longform.py::{name}" for name in (
+        "test_text_after_the_last_timestamp_becomes_a_segment_to_the_window_end",
+        "test_every_text_token_is_kept_exactly_once_whatever_the_timestamps",
+        "test_no_timestamps_gives_one_segment_for_the_window", "test_silence_and_hallucination_rules")]
+    + ["tests/decoding/test_segment_timing.py::test_a_start_moves_forward_to_its_speech_within_its_first_word"],
 }
 TARGET = 85.0
 KILLED = {"killed", "timeout"}
+
+
+def source_path(module: str) -> str:
+    """The file a module key names: decoding/scheduler -> worker/decoding/scheduler.py."""
+    return f"worker/{module}.py"
+
+
+def work_dir(module: str) -> Path:
+    """The module's own copy of the tree (one folder per key, however deep its path)."""
+    return WORK / module.replace("/", "-")
 
 
 def bin_of(name: str) -> str:
@@ -55,7 +76,7 @@ def bin_of(name: str) -> str:
 
 
 def prepare(module: str, tests: list[str], rev: str | None) -> Path:
-    work = WORK / module
+    work = work_dir(module)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     if rev:  # a commit, as committed: what RESULTS.md reports, whatever is being edited meanwhile
@@ -70,7 +91,7 @@ def prepare(module: str, tests: list[str], rev: str | None) -> Path:
     (work / "setup.cfg").write_text(
         "[mutmut]\n"
         "source_paths = worker\n"
-        f"only_mutate = worker/{module}.py\n"
+        f"only_mutate = {source_path(module)}\n"
         f"pytest_add_cli_args_test_selection =\n    {selection}\n"
         # a mutant that hangs a thread (a wait that never ends) fails its test instead of stalling
         "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    --timeout=60\n"
@@ -109,11 +130,11 @@ def refresh_tests(work: Path, rev: str | None) -> None:
 
 
 def run_module(module: str, jobs: int, rev: str | None, again: bool = False) -> dict:
-    work = WORK / module
+    work = work_dir(module)
     names: list[str] = []
     if again:
-        if not (work / "mutants").is_dir() or (work / "worker" / f"{module}.py").read_bytes() != source_of(f"worker/{module}.py", rev):
-            raise SystemExit(f"--again needs an earlier run of {module} on the same worker/{module}.py; run without --again")
+        if not (work / "mutants").is_dir() or (work / source_path(module)).read_bytes() != source_of(source_path(module), rev):
+            raise SystemExit(f"--again needs an earlier run of {module} on the same {source_path(module)}; run without --again")
         names = sorted(name for name, status in statuses(work).items() if status not in KILLED)
         refresh_tests(work, rev)
     else:
@@ -155,12 +176,12 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
     results = [run_module(module, args.jobs, args.rev, args.again) for module in args.modules or MODULES]
-    print(f"\n{'module':<10} {'mutants':>7} {'killed':>6} {'survived':>8} {'score':>6} {'time':>6}")
+    print(f"\n{'module':<20} {'mutants':>7} {'killed':>6} {'survived':>8} {'score':>6} {'time':>6}")
     for r in results:
-        print(f"{r['module']:<10} {r['mutants']:>7} {r['killed']:>6} {r['survived']:>8} {r['score']:>5}% {r['seconds']:>5}s")
+        print(f"{r['module']:<20} {r['mutants']:>7} {r['killed']:>6} {r['survived']:>8} {r['score']:>5}% {r['seconds']:>5}s")
     for r in results:
         if r["survived"]:
-            print(f"survivors of {r['module']}: {WORK / r['module'] / 'survivors.txt'}")
+            print(f"survivors of {r['module']}: {work_dir(r['module']) / 'survivors.txt'}")
     below = [r["module"] for r in results if r["score"] < TARGET]
     if below:
         print(f"below the {TARGET:g} % target: {', '.join(below)}")

@@ -34,7 +34,7 @@ def main() -> int:
 
     settings = Settings.from_env()
     configure_logging(settings)
-    entry.set_service(entry.Service.from_settings(settings))
+    entry.set_runner(entry.JobRunner.from_settings(settings))
     result = asyncio.run(run_job(entry.handler, job))
     output = result.get("output") or {}
     if "error" in output or "error" in result:

@@ -59,11 +59,11 @@ def base_dir() -> str:
 
 def _service(model_dir: str, **overrides):
     from worker.config import Settings
-    from worker.entries.runpod import Service
+    from worker.entries.runpod import JobRunner
 
     settings = Settings(model=model_dir, compute_type="int8", device="cpu", allow_local_files=True,
                         allow_private_urls=True, cpu_threads=2, **overrides)
-    return Service.from_settings(settings)
+    return JobRunner.from_settings(settings)
 
 
 @pytest.fixture(scope="session")

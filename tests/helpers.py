@@ -1,4 +1,5 @@
-"""Test helpers that are not fixtures: model locations, references, WER, a loopback HTTP server."""
+"""Test helpers that are not fixtures: model locations, references and the audio encoder (both
+benchmarks/audio_files.py's, shared with the benchmarks), WER, a loopback HTTP server."""
 
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ from pathlib import Path
 from typing import Dict
 
 from benchmarks import bundled
-
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
+from benchmarks.audio_files import DATA, ROOT, encode_audio, read_transcripts  # noqa: F401 - the tests import them from here
 
 
 def tiny_en_model_dir() -> str:
@@ -24,40 +23,9 @@ def base_model_dir() -> str:
     return bundled.base_dir()
 
 
-def encode_audio(samples, rate: int, fmt: str = "wav", codec: str = "pcm_s16le", layout: str = "mono") -> bytes:
-    """Encode float samples (channels x n, or n for mono) in [-1, 1] into a container, in memory."""
-    import io
-
-    import av
-    import numpy as np
-
-    data = (np.atleast_2d(samples) * 32767).astype(np.int16)
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format=fmt) as out:
-        stream = out.add_stream(codec, rate=rate, layout=layout)
-        stream.bit_rate = 64000  # wmav2 will not open without one; the others accept it
-        frame_size = stream.codec_context.frame_size or 4096
-        interleaved = data.T.reshape(1, -1)
-        channels = data.shape[0]
-        for start in range(0, data.shape[1], frame_size):
-            chunk = np.ascontiguousarray(interleaved[:, start * channels:(start + frame_size) * channels])
-            frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout=layout)
-            frame.rate = rate
-            frame.pts = start
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buffer.getvalue()
-
-
 def references(folder: Path) -> Dict[str, str]:
-    refs = {}
-    for line in (folder / "transcripts.txt").read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            name, text = line.split(" ", 1)
-            refs[name] = text
-    return refs
+    """The folder's transcripts.txt: file name -> reference text (benchmarks' reader)."""
+    return read_transcripts(folder)
 
 
 def wer(reference: str, hypothesis: str, english: bool = True) -> float:
@@ -234,10 +202,10 @@ def record_sampling(monkeypatch) -> list:
     sequential ("sequential at T"): a sampled output changes with the random draw and the CPU."""
     from faster_whisper.transcribe import WhisperModel
 
-    import worker.decoding.whisper.parts as parts
+    import worker.decoding.whisper.device as device
 
     sampled: list = []
-    run_windows, generate_with_fallback = parts.run_windows, WhisperModel.generate_with_fallback
+    run_windows, generate_with_fallback = device.run_windows, WhisperModel.generate_with_fallback
 
     def batched(whisper, windows, tokenizer, options):
         if options.temperatures[0] > 0:
@@ -250,6 +218,6 @@ def record_sampling(monkeypatch) -> list:
             sampled.append(f"sequential at {result[2]}")
         return result
 
-    monkeypatch.setattr(parts, "run_windows", batched)
+    monkeypatch.setattr(device, "run_windows", batched)
     monkeypatch.setattr(WhisperModel, "generate_with_fallback", sequential)
     return sampled

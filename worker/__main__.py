@@ -15,6 +15,7 @@ import runpod
 from worker.entries import runpod as entry
 from worker.config import Settings, SettingsError
 from worker.decoding.models import ModelError
+from worker.service import Service
 
 
 def configure_logging(settings: Settings) -> None:
@@ -53,10 +54,10 @@ def main() -> int:
     configure_logging(settings)
     hub_follows_settings(settings)
     if settings.mode == "openai":
-        from worker.entries import http as openai_api
+        from worker.entries import http
 
         try:
-            openai_api.serve(settings, lambda: entry.Service.from_settings(settings))
+            http.serve(settings, lambda: Service.from_settings(settings))
         except ModelError as exc:  # the servers have stopped: exit as queue mode does
             print(f"worker: cannot load the model: {exc}", file=sys.stderr)
             return 3
@@ -64,11 +65,11 @@ def main() -> int:
     # Progress updates post to RunPod's job API, which exists only on RunPod itself.
     progress = post_progress if os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT") else None
     try:
-        service = entry.Service.from_settings(settings, progress)
+        runner = entry.JobRunner(Service.from_settings(settings), progress)
     except ModelError as exc:
         print(f"worker: cannot load the model: {exc}", file=sys.stderr)
         return 3
-    entry.set_service(service)
+    entry.set_runner(runner)
     config = {"handler": entry.stream_handler if settings.streaming else entry.handler, "concurrency_modifier": entry.concurrency_modifier}
     if settings.streaming:
         config["return_aggregate_stream"] = True

@@ -1,17 +1,19 @@
 """One small exception tree for everything a caller can get wrong, with stable codes.
 
-    WorkerError                 code            meaning
-    ├── RequestError            invalid_request a field has a wrong type, value or combination
-    ├── AudioError              invalid_audio   the bytes are not decodable audio, or are empty/silent
-    │   └── AudioTooLong        audio_too_long  longer than WHISPER_MAX_AUDIO_SECONDS
-    ├── DownloadError           download_failed 404, timeout, too large, dropped connection
-    │   └── UnsafeURL           unsafe_url      non-http scheme or a private/loopback/link-local address
-    ├── StorageError            storage_failed  the temporary directory cannot be written (disk full)
-    ├── ResourceExhausted       out_of_memory   the model ran out of memory even at batch size 1
-    ├── DeviceFailure           device_failed   CUDA reported a fault (illegal address, launch failure)
-    └── Cancelled               cancelled       the job was cancelled or timed out; its work stops where it is
+    WorkerError                 code            HTTP  meaning
+    ├── RequestError            invalid_request 400   a field has a wrong type, value or combination
+    ├── AudioError              invalid_audio   415   the bytes are not decodable audio, or are empty/silent
+    │   └── AudioTooLong        audio_too_long  413   longer than WHISPER_MAX_AUDIO_SECONDS
+    ├── DownloadError           download_failed 400   404, timeout, too large, dropped connection
+    │   └── UnsafeURL           unsafe_url      400   non-http scheme or a private/loopback/link-local address
+    ├── StorageError            storage_failed  507   the temporary directory cannot be written (disk full)
+    ├── ResourceExhausted       out_of_memory   503   the model ran out of memory even at batch size 1
+    ├── DeviceFailure           device_failed   500   CUDA reported a fault (illegal address, launch failure)
+    └── Cancelled               cancelled       499   the job was cancelled or timed out; its work stops where it is
 
-`to_response()` is the one place an error becomes the job's `{"error": ...}` output. Anything
+`to_response()` is the one place an error becomes the job's `{"error": ...}` output, and
+`http_status` the one place it gets the HTTP server's status (OpenAI answers bad files with 400;
+these are more exact). Anything
 that is not a WorkerError is a bug: it propagates so that the RunPod SDK reports it with a trace.
 """
 
@@ -22,6 +24,7 @@ from typing import Optional
 
 class WorkerError(Exception):
     code = "worker_error"
+    http_status = 500
     refresh_worker = False
 
     def __init__(self, message: str, field: Optional[str] = None):
@@ -40,32 +43,39 @@ class WorkerError(Exception):
 
 class RequestError(WorkerError):
     code = "invalid_request"
+    http_status = 400
 
 
 class AudioError(WorkerError):
     code = "invalid_audio"
+    http_status = 415
 
 
 class AudioTooLong(AudioError):
     code = "audio_too_long"
+    http_status = 413
 
 
 class DownloadError(WorkerError):
     code = "download_failed"
+    http_status = 400
 
 
 class UnsafeURL(DownloadError):
     code = "unsafe_url"
+    http_status = 400
 
 
 class StorageError(WorkerError):
     code = "storage_failed"
+    http_status = 507
 
 
 class ResourceExhausted(WorkerError):
     """Raised after retries with smaller batches; the GPU state is suspect, so ask for a fresh worker."""
 
     code = "out_of_memory"
+    http_status = 503
     refresh_worker = True
 
 
@@ -73,6 +83,7 @@ class DeviceFailure(WorkerError):
     """The GPU reported a fault: its state is unknown, so this worker asks to be replaced."""
 
     code = "device_failed"
+    http_status = 500
     refresh_worker = True
 
 
@@ -81,6 +92,7 @@ class Cancelled(WorkerError):
     windows stop where they are. The message says where; the response says only that."""
 
     code = "cancelled"
+    http_status = 499
 
     def to_response(self) -> dict:
         return {"error": "job cancelled", "error_code": self.code}

@@ -15,7 +15,8 @@ from worker.audio import decode as audio_module
 from worker.audio.decode import decode_audio
 from worker.config import Settings
 from worker.errors import AudioTooLong, RequestError
-from worker.entries.runpod import Service
+from worker.entries.runpod import JobRunner
+from worker.service import Service
 
 TONE = 0.3 * np.sin(2 * np.pi * 440 * np.arange(16000 * 3) / 16000)  # 3 s
 
@@ -57,14 +58,14 @@ class _Engine:
 
 
 def test_a_multichannel_job_over_the_limit_in_channels_x_seconds_is_refused_and_channels_are_not_copied():
-    service = Service(Settings(device="cpu", max_audio_seconds=5), _Engine())
+    service = JobRunner(Service(Settings(device="cpu", max_audio_seconds=5), _Engine()))
     stereo = base64.b64encode(pcm_wav(TONE, 16000, 2)).decode()  # 2 x 3 s = 6 s of work
     output = service.process({"id": "mc", "input": {"audio_base64": stereo, "multichannel": True}})
     assert output["error_code"] == "audio_too_long" and "6 s to transcribe, over the 5 s limit" in output["error"], output
     assert service.engine.channels == []
     service.process({"id": "mono", "input": {"audio_base64": stereo}})  # mixed down: 3 s, within the limit
     assert len(service.engine.channels) == 1
-    service = Service(Settings(device="cpu", max_audio_seconds=6), _Engine())
+    service = JobRunner(Service(Settings(device="cpu", max_audio_seconds=6), _Engine()))
     service.process({"id": "mc", "input": {"audio_base64": stereo, "multichannel": True}})  # 6 s: exactly the limit
     first, second = service.engine.channels
     assert first.shape == second.shape == (48000,) and first.flags.c_contiguous and second.flags.c_contiguous

@@ -67,3 +67,59 @@ def test_the_presets_are_scaled_down_from_the_published_figures_by_memory_bandwi
         preset = pipeline.PRESETS[name]
         assert preset.fixed == pytest.approx(base.fixed / ratio, abs=1e-3)
         assert preset.per_window == pytest.approx(base.per_window / ratio, abs=1e-4)
+
+
+def test_a_stage_that_reported_nothing_stops_the_run_instead_of_showing_as_missing():
+    from benchmarks import job_path
+
+    stages = job_path.Stages()
+    assert stages.unavailable is None and "vad" in stages.names
+    for stage in stages.names:
+        if stage != "vad":
+            stages.meter.add(stage, 0.5)
+    with pytest.raises(RuntimeError, match="stages vad reported nothing"):
+        stages.check()
+    stages.check([stage for stage in stages.names if stage != "vad"])  # a run that must not exercise it
+    with pytest.raises(RuntimeError, match="not in worker.stages.STAGES"):
+        stages.check(["fetch", "transcode"])
+    stages.meter.add("vad", 0.0)
+    stages.check()
+
+
+def test_a_worker_without_stages_is_found_in_its_own_layout_and_reports_stage_times_unavailable(tmp_path):
+    """What `pipeline --baseline <commit before worker/stages.py>` meets: the flat layout. Names
+    resolve in the old worker only (never this tree's, which an editable install would offer),
+    and the stage figures say unavailable instead of zero."""
+    import subprocess
+    import sys
+
+    from benchmarks import pipeline
+
+    old = tmp_path / "worker"
+    old.mkdir()
+    (old / "__init__.py").write_text("")
+    (old / "engine.py").write_text("class Engine:\n    def __init__(self, model, settings):\n        pass\n")
+    (old / "handler.py").write_text("class Service:\n    pass\n\nasync def handler(job):\n    return {}\n\ndef set_service(service):\n    pass\n")
+    child = f"""
+import sys
+sys.path.insert(0, {str(pipeline.ROOT)!r})
+from benchmarks import job_path
+sys.path.insert(0, {str(tmp_path)!r})
+print(job_path.find("Engine").__module__, job_path.find("Service").__module__, job_path.entry_module().__name__)
+try:
+    job_path.find("load_model")
+except LookupError as exc:
+    print(exc)
+print(job_path.Stages().unavailable)
+"""
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=str(tmp_path), timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "worker.engine worker.handler worker.handler"
+    assert lines[1] == "the worker has no load_model in any of worker.decoding.models, worker.models"
+    assert lines[2].startswith("unavailable: this worker declares no stages")
+
+    result = {"long": {"jobs": 1, "wall_seconds": 2.0, "throughput": 30.0, "device_busy_share": 0.5, "device_windows": 4, "batches": 2,
+                       "first_window_seconds": None, "stage_times": lines[2], "host_cpu_seconds_per_audio_hour": {"all host CPU": 30.0}}}
+    rows = pipeline.summary_rows("baseline old", result, "speech-1h.mp3")
+    assert rows[0][-2:] == ["unavailable", "unavailable"]

@@ -1,7 +1,9 @@
 """The engine on real weights and real speech: accurate, multilingual, batched across jobs; its
 sequential mode equal to faster-whisper's own (plumbing; the long-form tests judge the words)."""
 
+import dataclasses
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,9 +11,11 @@ import pytest
 from helpers import record_sampling, references, wer
 from worker.audio.decode import decode_audio
 from worker.config import Settings
-from worker.errors import RequestError
-from worker.request.schema import parse_request
-from worker.errors import Cancelled
+from worker.decoding.engine import Engine, model_backend
+from worker.decoding.whisper import sequential
+from worker.decoding.whisper.vad import speech_spans
+from worker.errors import Cancelled, RequestError
+from worker.request.schema import DECODING_FIELDS, parse_request
 
 
 def request(**fields):
@@ -38,6 +42,32 @@ def test_sequential_equals_faster_whisper_directly(tiny_service, data_dir):
     segments, _ = tiny_service.engine.model.whisper.transcribe(samples, **req.decoding_options())
     assert ours(transcript) == as_dicts(segments)
     assert transcript.timings.inference > 0 and transcript.timings.vad > 0
+
+
+@dataclasses.dataclass
+class _Info:
+    duration: float
+    duration_after_vad: float
+
+
+def test_sequential_decoding_hands_faster_whisper_every_decoding_option(monkeypatch):
+    """faster-whisper's own transcribe() gets each decoding option of the request under its own
+    name, as the request holds it, and no VAD of its own (the worker's streamed VAD ran before)."""
+    given = {}
+
+    def transcribe(model, audio, **options):
+        given.update(options)
+        return iter([]), _Info(0.0, 0.0)
+
+    monkeypatch.setattr(sequential.WhisperModel, "transcribe", transcribe)
+    whisper = SimpleNamespace(feature_extractor=object())
+    for fields in ({}, {"word_timestamps": True, "hotwords": "ComfyUI", "temperature": [0.0, 0.5], "suppress_tokens": [],
+                        "vad_parameters": {"threshold": 0.4}, "condition_on_previous_text": False, "language": "en"}):
+        req = request(batch_size=1, **fields)
+        given.clear()
+        segments, info = sequential.transcribe_sequential(whisper, np.zeros(16000, np.float32), req.decoding_options())
+        assert list(segments) == [] and (info.duration, info.duration_after_vad) == (1.0, 0.0)  # no speech in silence
+        assert given == {**{name: getattr(req, name) for name in DECODING_FIELDS}, "vad_filter": False}
 
 
 @pytest.mark.parametrize("batch_size", [1, 8])
@@ -140,25 +170,27 @@ def test_the_sampling_guard_sees_decoding_above_temperature_zero_in_both_modes(t
     assert sorted(set(sampled)) == ["batched at 0.7", "sequential at 0.7"]
 
 
-def test_concurrent_jobs_with_different_options_never_share_a_batch(tiny_service, data_dir, monkeypatch):
+def test_concurrent_jobs_with_different_options_never_share_a_batch(tiny_service, data_dir):
     samples = audio(data_dir, "hotwords.mp3")
-    engine = tiny_service.engine
-    real = engine.scheduler._backend
+    real = model_backend(tiny_service.engine.model.whisper)
     batches = []
 
     def recording(windows, context):
         batches.append((len(windows), context[1].hotwords, context[1].beam_size, tuple(context[0].sot_sequence)))
         return real(windows, context)
 
-    monkeypatch.setattr(engine.scheduler, "_backend", recording)
+    engine = Engine(tiny_service.engine.model, tiny_service.settings, backend=recording)
     jobs = {"plain": {}, "hot": {"hotwords": "ComfyUI"}, "beam1": {"beam_size": 1}}
     results = {}
     threads = [threading.Thread(target=lambda n=n, f=f: results.update({n: engine.transcribe(samples, request(batch_size=4, **f), job_id=n).text}))
                for n, f in jobs.items()]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        engine.close()
     assert "ComfyUI" in results["hot"] and "ComfyUI" not in results["plain"] and "ComfyUI" not in results["beam1"]
     assert {(hot, beam) for _, hot, beam, _ in batches} == {(None, 5), ("ComfyUI", 5), (None, 1)}
     assert all(size == 1 for size, *_ in batches)  # one window per job: no batch mixed two settings
@@ -184,24 +216,34 @@ def test_concurrent_jobs_equal_the_same_jobs_alone(tiny_service, data_dir):
     assert tiny_service.engine.scheduler.batches_run > before
 
 
-def test_cancelling_mid_job_stops_its_remaining_windows(tiny_service, data_dir, monkeypatch):
+def test_cancelling_mid_job_stops_its_remaining_windows(tiny_service, data_dir):
     samples = audio(data_dir, "long/columbia.wma")  # 10 windows; the first batch takes those sent first
-    engine = tiny_service.engine
-    real = engine.scheduler._backend
+    real = model_backend(tiny_service.engine.model.whisper)
     cancelled = threading.Event()
     calls = []
 
     def cancel_after_first(windows, context):
         calls.append(len(windows))
-        cancelled.set()  # the client cancels while the first batch runs
+        cancelled.set()  # the client cancels while the first batch runs (later jobs are not cancelled by it)
         return real(windows, context)
 
-    monkeypatch.setattr(engine.scheduler, "_backend", cancel_after_first)
-    with pytest.raises(Cancelled):
-        engine.transcribe(samples, request(batch_size=2), cancelled=cancelled)
-    assert len(calls) == 1 and calls[0] < 10  # the first batch ran; none of the windows after it did
-    monkeypatch.setattr(engine.scheduler, "_backend", real)
-    assert len(engine.transcribe(samples, request(batch_size=2)).segments) > 10  # and the next job is served
+    engine = Engine(tiny_service.engine.model, tiny_service.settings, backend=cancel_after_first)
+    try:
+        with pytest.raises(Cancelled):
+            engine.transcribe(samples, request(batch_size=2), cancelled=cancelled)
+        assert len(calls) == 1 and calls[0] < 10  # the first batch ran; none of the windows after it did
+        assert len(engine.transcribe(samples, request(batch_size=2)).segments) > 10  # and the next job is served
+    finally:
+        engine.close()
+
+
+def test_the_engine_finds_speech_spans_as_the_vad_does(tiny_service, data_dir):
+    """The speech spans other stages ask the decoding stage for (a channel's speaker turns)."""
+    samples = audio(data_dir, "jfk.flac")
+    parameters = {"min_silence_duration_ms": 300, "speech_pad_ms": 0}
+    spans = tiny_service.engine.speech_spans(samples, parameters)
+    assert len(spans) > 1 and spans == speech_spans(samples, parameters)
+    assert tiny_service.engine.speech_spans(samples) == speech_spans(samples, None) != spans
 
 
 def test_batched_without_vad_decodes_the_whole_file(tiny_service, data_dir):

@@ -26,9 +26,9 @@ def test_a_cuda_gpu_is_visible():
 @pytest.fixture(scope="module")
 def gpu_service(tiny_en_dir):
     from worker.config import Settings
-    from worker.entries.runpod import Service
+    from worker.entries.runpod import JobRunner
 
-    service = Service.from_settings(Settings(model=tiny_en_dir, allow_local_files=True))
+    service = JobRunner.from_settings(Settings(model=tiny_en_dir, allow_local_files=True))
     yield service
     service.engine.close()
 

@@ -1,5 +1,6 @@
 """Long-form decoding judged by the audio: human references, words kept against sequential
-decoding, segment lengths, non-speech; plus the rules of worker/decoding/batched.py one by one."""
+decoding, segment lengths, non-speech; plus the rules of the batched loop one by one (segments,
+windows, the batching key) and faster-whisper's parts re-run in bounded memory."""
 
 import dataclasses
 
@@ -8,11 +9,15 @@ import pytest
 
 from benchmarks.longform import join_clips, words
 from helpers import DATA, references, wer
-from worker.decoding.whisper import parts
-from worker.audio.decode import decode_audio
+from worker.audio.decode import SAMPLE_RATE, decode_audio
 from worker.config import Settings
-from worker.decoding.batched import (MAX_WINDOW_S, SAMPLE_RATE, Window, is_hallucination, is_silent, plan_windows,
-                             quietest_point, split_window)
+from worker.decoding.batched import BatchedJob
+from worker.decoding.segments import is_hallucination, is_silent, split_window
+from worker.decoding.whisper import vad
+from worker.decoding.whisper.device import WindowOutput
+from worker.decoding.whisper.features import log_mel
+from worker.decoding.whisper.options import batched_options, batching_key, tokenizer_for
+from worker.decoding.windows import MAX_WINDOW_S, Window, plan_windows, quietest_point
 from worker.request.schema import parse_request
 
 SR = SAMPLE_RATE
@@ -54,8 +59,8 @@ def test_no_timestamps_gives_one_segment_for_the_window():
 
 
 def test_silence_and_hallucination_rules():
-    quiet = parts.WindowOutput(tokens=[], avg_logprob=-1.5, no_speech_prob=0.9)
-    speech = parts.WindowOutput(tokens=[], avg_logprob=-0.2, no_speech_prob=0.9)
+    quiet = WindowOutput(tokens=[], avg_logprob=-1.5, no_speech_prob=0.9)
+    speech = WindowOutput(tokens=[], avg_logprob=-0.2, no_speech_prob=0.9)
     assert is_silent(quiet, 0.6, -1.0) and not is_silent(speech, 0.6, -1.0)
     assert not is_silent(quiet, None, -1.0)
     loop = " I'm going to take a look at how" * 20
@@ -100,15 +105,15 @@ def test_a_pause_over_two_seconds_starts_a_new_window():
 
 def test_the_batching_key_changes_with_every_option_field(tiny_service):
     whisper = tiny_service.engine.model.whisper
-    tokenizer = parts.tokenizer_for(whisper, "transcribe", "en")
-    options = parts.batched_options(tokenizer, {})
-    key = parts.batching_key(tokenizer, options)
+    tokenizer = tokenizer_for(whisper, "transcribe", "en")
+    options = batched_options(tokenizer, request().decoding_options())
+    key = batching_key(tokenizer, options)
     for item in dataclasses.fields(options):
         value = getattr(options, item.name)
         changed = {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v + 0.5, str: lambda v: v + "x",
                    list: lambda v: list(v) + [1], tuple: lambda v: tuple(v) + (1,), type(None): lambda v: "set"}[type(value)](value)
-        assert parts.batching_key(tokenizer, dataclasses.replace(options, **{item.name: changed})) != key, item.name
-    assert parts.batching_key(parts.tokenizer_for(whisper, "transcribe", "en"), options) == key
+        assert batching_key(tokenizer, dataclasses.replace(options, **{item.name: changed})) != key, item.name
+    assert batching_key(tokenizer_for(whisper, "transcribe", "en"), options) == key
 
 
 # -- faster-whisper's parts, re-run in bounded memory: the same numbers ------------------------
@@ -117,7 +122,7 @@ def test_block_features_equal_the_whole_file_features(tiny_service):
     extractor = tiny_service.engine.model.whisper.feature_extractor
     samples = decode_audio(str(DATA / "long" / "columbia.wma"), 600)  # 199 s: four blocks, a ragged end
     whole = extractor(samples)
-    blocks = parts.log_mel(extractor, samples)
+    blocks = log_mel(extractor, samples)
     assert blocks.shape == whole.shape
     assert np.abs(blocks - whole).max() < 1e-4
 
@@ -125,17 +130,17 @@ def test_block_features_equal_the_whole_file_features(tiny_service):
 def test_streaming_vad_equals_faster_whispers_vad(monkeypatch):
     import faster_whisper.vad as fw_vad
 
-    monkeypatch.setattr(parts, "VAD_BLOCK_WINDOWS", 1000)
+    monkeypatch.setattr(vad, "VAD_BLOCK_WINDOWS", 1000)
     samples = decode_audio(str(DATA / "long" / "columbia.wma"), 600)
     padded = np.pad(samples, (0, 512 - samples.size % 512))  # as get_speech_timestamps pads
-    parts.install_streaming_vad()
+    vad.install_streaming_vad()
     runner = fw_vad.get_vad_model()
-    assert isinstance(runner, parts._StreamingSilero)
-    parts.reset_vad_clock()
+    assert isinstance(runner, vad.StreamingSilero)
+    vad.reset_vad_clock()
     streamed = runner(padded)
-    assert padded.size // 512 > 2 * parts.VAD_BLOCK_WINDOWS  # several blocks, state carried over
+    assert padded.size // 512 > 2 * vad.VAD_BLOCK_WINDOWS  # several blocks, state carried over
     assert np.allclose(streamed, runner._model(padded), atol=1e-6)
-    assert parts.vad_seconds() > 0
+    assert vad.vad_seconds() > 0
 
 
 # -- real long audio ----------------------------------------------------------------------
@@ -240,8 +245,6 @@ def test_a_long_silence_inside_speech_stays_empty(tiny_service, data_dir):
 
 def test_a_looping_window_falls_back_to_higher_temperatures(tiny_service, monkeypatch):
     """A window whose text loops is decoded again at the next temperature, in one batch per round."""
-    from worker.decoding.batched import BatchedJob
-
     seen = []
 
     def run(key, inputs, context):
@@ -253,7 +256,7 @@ def test_a_looping_window_falls_back_to_higher_temperatures(tiny_service, monkey
         outputs = []
         for index, _ in enumerate(inputs):
             tokens = loop if (index == 0 and temperature < 0.4) else fine
-            outputs.append(parts.WindowOutput(tokens=[TS] + tokens, avg_logprob=-0.3, no_speech_prob=0.1))
+            outputs.append(WindowOutput(tokens=[TS] + tokens, avg_logprob=-0.3, no_speech_prob=0.1))
         return outputs
 
     samples = np.concatenate([decode_audio(str(DATA / "jfk.flac"), 100)] * 3)

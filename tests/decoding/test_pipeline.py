@@ -10,8 +10,8 @@ import faster_whisper.vad as fw_vad
 import numpy as np
 import pytest
 
-from worker.decoding.whisper import parts
 from worker.audio.decode import DecodingAudio, decode_audio
+from worker.decoding.whisper.vad import SpanTracker, StreamingSpeech, speech_spans
 from worker.decoding.scheduler import BatchScheduler
 
 OPTION_SETS = [None, {"min_silence_duration_ms": 160}, {"max_speech_duration_s": 5, "speech_pad_ms": 200},
@@ -31,7 +31,7 @@ def test_span_tracker_equals_the_library_on_random_probabilities(monkeypatch, op
         length = int(probabilities.size * 512 - rng.integers(1, 511))
         monkeypatch.setattr(fw_vad, "get_vad_model", lambda: (lambda padded: probabilities[: padded.size // 512]))
         library = [(s["start"], s["end"]) for s in fw_vad.get_speech_timestamps(np.zeros(length, np.float32), vad)]
-        tracker = parts.SpanTracker(vad)
+        tracker = SpanTracker(vad)
         cut = int(rng.integers(1, probabilities.size))
         tracker.feed(probabilities[:cut])
         early = list(tracker.spans)
@@ -43,11 +43,11 @@ def test_span_tracker_equals_the_library_on_random_probabilities(monkeypatch, op
 @pytest.mark.parametrize("options", OPTION_SETS[:3])
 def test_streaming_vad_finds_the_spans_of_the_whole_file_vad(data_dir, options):
     path = str(data_dir / "long" / "columbia.wma")
-    speech = parts.StreamingSpeech(options)
+    speech = StreamingSpeech(options)
     audio = DecodingAudio(path, 3600)
     while not audio.finished:
         speech.feed(audio)
-    assert speech.finish(audio) == parts.speech_spans(decode_audio(path, 3600), options)
+    assert speech.finish(audio) == speech_spans(decode_audio(path, 3600), options)
 
 
 def _words(transcript):

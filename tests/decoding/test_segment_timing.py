@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from helpers import DATA, ROOT, LocalServer, wer
-from worker.decoding.whisper import parts
 from worker.audio.decode import SAMPLE_RATE, decode_audio
 from worker.config import Settings
-from worker.decoding.engine import start_at_speech
+from worker.decoding.segments import start_at_speech
+from worker.decoding.whisper.vad import SpeechOnsets
 from worker.request.schema import parse_request
 from worker.transcript import Segment, Word
 
@@ -112,7 +112,7 @@ def test_silero_finds_where_speech_starts_after_noise():
     jfk = decode_audio(str(DATA / "jfk.flac"), 100)
     noise = (0.003 * np.random.default_rng(1).standard_normal(8 * SR)).astype(np.float32)
     samples = np.concatenate([noise, jfk])
-    onsets = parts.SpeechOnsets(lambda a, b: samples[a:b])
+    onsets = SpeechOnsets(lambda a, b: samples[a:b])
     onset = onsets.find(SR, samples.size)
     assert 8 * SR <= onset <= 8.6 * SR  # jfk's first word begins 0.3 s in
     assert onsets.find(9 * SR, samples.size) == 9 * SR  # on speech: the start itself
@@ -128,9 +128,9 @@ def test_a_short_max_speech_duration_gives_the_words_of_the_default(tiny_service
 CHILD = """
 import asyncio, json, sys
 from worker.config import Settings
-from worker.entries.runpod import Service
+from worker.entries.runpod import JobRunner
 settings = Settings.from_env()
-service = Service.from_settings(settings)
+service = JobRunner.from_settings(settings)
 result = asyncio.run(service.run({"id": "temp-check", "input": json.loads(sys.argv[1])}))
 service.engine.close()
 print(json.dumps(result)[:400])

@@ -9,20 +9,40 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from helpers import LocalServer, wait_until, wer
-from worker.entries.runpod import Service
+from worker.decoding.engine import Engine, model_backend
+from worker.entries.runpod import JobRunner
+from worker.service import Service
 
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
 
+class Device:
+    """The scheduler's backend for these tests: the real model until a test swaps in a fault."""
+
+    def __init__(self, whisper):
+        self.real = self.run = model_backend(whisper)
+
+    def __call__(self, windows, context):
+        return self.run(windows, context)
+
+
 @pytest.fixture
-def service(tiny_service, tmp_path):
-    return Service(dataclasses.replace(tiny_service.settings, temp_dir=str(tmp_path)), tiny_service.engine)
+def device(tiny_service):
+    return Device(tiny_service.engine.model.whisper)
 
 
-def test_out_of_memory_mid_batch_retries_smaller_and_gives_the_same_text(service, run_job, data_dir, monkeypatch):
+@pytest.fixture
+def service(tiny_service, tmp_path, device):
+    settings = dataclasses.replace(tiny_service.settings, temp_dir=str(tmp_path))
+    engine = Engine(tiny_service.engine.model, settings, backend=device)
+    yield JobRunner(Service(settings, engine))
+    engine.close()
+
+
+def test_out_of_memory_mid_batch_retries_smaller_and_gives_the_same_text(service, device, run_job, data_dir, monkeypatch):
     engine = service.engine
     clean = run_job(service, {"audio": str(data_dir / "long/columbia.wma"), "batch_size": 8})
-    real = engine.scheduler._backend
+    real = device.real
     sizes = []
 
     def oom_above_two(features, context):
@@ -31,22 +51,22 @@ def test_out_of_memory_mid_batch_retries_smaller_and_gives_the_same_text(service
             raise RuntimeError("CUDA failed with error out of memory")
         return real(features, context)
 
-    monkeypatch.setattr(engine.scheduler, "_backend", oom_above_two)
+    device.run = oom_above_two
     retried = run_job(service, {"audio": str(data_dir / "long/columbia.wma"), "batch_size": 8})
     assert max(sizes) > 2 and retried["text"] == clean["text"]
     assert [s["start"] for s in retried["segments"]] == [s["start"] for s in clean["segments"]]
 
 
-def test_out_of_memory_at_batch_size_one_is_a_clear_error_then_serving_resumes(service, run_job, data_dir, monkeypatch):
-    real = service.engine.scheduler._backend
+def test_out_of_memory_at_batch_size_one_is_a_clear_error_then_serving_resumes(service, device, run_job, data_dir, monkeypatch):
+    real = device.real
 
     def always_oom(features, context):
         raise RuntimeError("CUDA failed with error out of memory")
 
-    monkeypatch.setattr(service.engine.scheduler, "_backend", always_oom)
+    device.run = always_oom
     out = run_job(service, {"audio": str(data_dir / "jfk.flac"), "batch_size": 4})
     assert out["error_code"] == "out_of_memory" and out["refresh_worker"] is True
-    monkeypatch.setattr(service.engine.scheduler, "_backend", real)
+    device.run = real
     assert wer(JFK, run_job(service, {"audio": str(data_dir / "jfk.flac"), "batch_size": 4})["text"]) < 0.1
 
 
@@ -59,19 +79,19 @@ def test_sequential_out_of_memory_is_a_clear_error(service, run_job, data_dir, m
     assert out["error_code"] == "out_of_memory"
 
 
-def test_model_raising_mid_batch_fails_that_job_only(service, run_job, data_dir, monkeypatch):
-    real = service.engine.scheduler._backend
+def test_model_raising_mid_batch_fails_that_job_only(service, device, run_job, data_dir, monkeypatch):
+    real = device.real
 
     def explode(features, context):
         raise ValueError("simulated CTranslate2 failure")
 
-    monkeypatch.setattr(service.engine.scheduler, "_backend", explode)
+    device.run = explode
     # a sequential job (its own model calls, not the failing batches) runs at the same time
     beside = ThreadPoolExecutor(1).submit(run_job, service, {"audio": str(data_dir / "jfk.flac"), "batch_size": 1}, "beside")
     with pytest.raises(ValueError, match="simulated"):  # a real bug: the SDK reports it with its trace
         run_job(service, {"audio": str(data_dir / "jfk.flac"), "batch_size": 4})
     assert wer(JFK, beside.result(timeout=300)["text"]) < 0.1
-    monkeypatch.setattr(service.engine.scheduler, "_backend", real)
+    device.run = real
     assert wer(JFK, run_job(service, {"audio": str(data_dir / "jfk.flac"), "batch_size": 4})["text"]) < 0.1
 
 
@@ -140,19 +160,19 @@ def test_cancelled_async_job_stops_its_thread(service, run_job, data_dir, monkey
 @pytest.mark.parametrize("fault", ["CUDA failed with error an illegal memory access was encountered",
                                    "CUDA failed with error unspecified launch failure",
                                    "cuBLAS failed with status CUBLAS_STATUS_EXECUTION_FAILED"])
-def test_a_cuda_fault_asks_for_a_fresh_worker_then_serving_resumes(service, run_job, data_dir, monkeypatch, fault):
-    real = service.engine.scheduler._backend
+def test_a_cuda_fault_asks_for_a_fresh_worker_then_serving_resumes(service, device, run_job, data_dir, monkeypatch, fault):
+    real = device.real
 
     def broken_device(windows, context):
         raise RuntimeError(fault)
 
-    monkeypatch.setattr(service.engine.scheduler, "_backend", broken_device)
+    device.run = broken_device
     for fields in ({"batch_size": 4}, {"batch_size": 1}):
         if fields["batch_size"] == 1:
             monkeypatch.setattr(service.engine.model.whisper, "generate_segments", lambda *a, **k: broken_device(None, None))
         out = run_job(service, {"audio": str(data_dir / "jfk.flac"), **fields})
         assert out["error_code"] == "device_failed" and out["refresh_worker"] is True, out
-    monkeypatch.setattr(service.engine.scheduler, "_backend", real)
+    device.run = real
     monkeypatch.undo()
     assert wer(JFK, run_job(service, {"audio": str(data_dir / "jfk.flac"), "batch_size": 4})["text"]) < 0.1
 

@@ -19,14 +19,15 @@ import srt
 import webvtt
 
 from helpers import LocalServer, encode_audio, references, wer
-from worker.entries.runpod import Service
+from worker.entries.runpod import JobRunner
+from worker.service import Service
 
 
 @pytest.fixture
 def service(tiny_service, tmp_path):
     """The session's tiny.en service with its own temp dir, so leftovers can be counted."""
     settings = dataclasses.replace(tiny_service.settings, temp_dir=str(tmp_path))
-    return Service(settings, tiny_service.engine)
+    return JobRunner(Service(settings, tiny_service.engine))
 
 
 @pytest.fixture(scope="module")
@@ -130,33 +131,33 @@ def test_bad_inputs_get_a_clear_error_and_the_next_job_is_served(service, run_jo
 
 def test_url_errors(service, run_job, server, tmp_path):
     assert "HTTP 404" in run_job(service, {"audio": server.url("/data/nothing.wav")})["error"]
-    guarded = Service(dataclasses.replace(service.settings, allow_private_urls=False), service.engine)
+    guarded = JobRunner(Service(dataclasses.replace(service.settings, allow_private_urls=False), service.engine))
     out = run_job(guarded, {"audio": server.url("/data/jfk.flac")})
     assert out["error_code"] == "unsafe_url" and "not a public address" in out["error"]
-    small = Service(dataclasses.replace(service.settings, max_download_bytes=1000), service.engine)
+    small = JobRunner(Service(dataclasses.replace(service.settings, max_download_bytes=1000), service.engine))
     assert "over the 1000-byte limit" in run_job(small, {"audio": server.url("/data/jfk.flac")})["error"]
     assert os.listdir(tmp_path) == []
 
 
 def test_audio_longer_than_the_limit(service, run_job, data_dir):
-    short = Service(dataclasses.replace(service.settings, max_audio_seconds=5), service.engine)
+    short = JobRunner(Service(dataclasses.replace(service.settings, max_audio_seconds=5), service.engine))
     out = run_job(short, {"audio": str(data_dir / "jfk.flac")})
     assert out["error_code"] == "audio_too_long" and "over the 5 s limit" in out["error"]
 
 
 def test_local_paths_refused_by_default(service, run_job, data_dir):
-    strict = Service(dataclasses.replace(service.settings, allow_local_files=False), service.engine)
+    strict = JobRunner(Service(dataclasses.replace(service.settings, allow_local_files=False), service.engine))
     assert "local file paths are disabled" in run_job(strict, {"audio": str(data_dir / "jfk.flac")})["error"]
 
 
 def test_disk_full_temp_dir_is_a_clear_error(service, run_job, server, tmp_path):
-    broken = Service(dataclasses.replace(service.settings, temp_dir=str(tmp_path / "missing" / "dir")), service.engine)
+    broken = JobRunner(Service(dataclasses.replace(service.settings, temp_dir=str(tmp_path / "missing" / "dir")), service.engine))
     out = run_job(broken, {"audio": server.url("/data/jfk.flac")})
     assert out["error_code"] == "storage_failed"
 
 
 def test_streaming_yields_segments_then_the_full_result(tiny_service, data_dir):
-    service = Service(dataclasses.replace(tiny_service.settings, streaming=True), tiny_service.engine)
+    service = JobRunner(Service(dataclasses.replace(tiny_service.settings, streaming=True), tiny_service.engine))
 
     async def collect(job_input):
         return [item async for item in service.stream({"id": "s1", "input": job_input})]
@@ -175,7 +176,7 @@ def test_streaming_yields_segments_then_the_full_result(tiny_service, data_dir):
 
 def test_progress_updates_are_sent_for_long_jobs(tiny_service, run_job, data_dir):
     updates = []
-    service = Service(tiny_service.settings, tiny_service.engine, progress=lambda job, payload: updates.append((job["id"], payload)))
+    service = JobRunner(Service(tiny_service.settings, tiny_service.engine), progress=lambda job, payload: updates.append((job["id"], payload)))
     run_job(service, {"audio": str(data_dir / "long/silero_test.wav"), "batch_size": 1}, job_id="p1")
     assert updates and all(job_id == "p1" for job_id, _ in updates)
     shares = [p["progress"] for _, p in updates]
@@ -212,7 +213,7 @@ def test_a_streaming_job_stopped_midway_stops_decoding(tiny_service, data_dir, m
     job's thread stops at its next segment instead of decoding the whole file."""
     from helpers import wait_until
 
-    service = Service(dataclasses.replace(tiny_service.settings, streaming=True), tiny_service.engine)
+    service = JobRunner(Service(dataclasses.replace(tiny_service.settings, streaming=True), tiny_service.engine))
     returned = {}
     real_process = service.process
     monkeypatch.setattr(service, "process", lambda *args: returned.setdefault("output", real_process(*args)))
@@ -394,8 +395,8 @@ def test_progress_updates_reach_runpod_in_order_when_the_first_post_is_slow(data
     monkeypatch.setattr(runpod.serverless, "start", lambda config: None)
     monkeypatch.setattr(entry_point, "configure_logging", lambda settings: None)
     monkeypatch.setattr(entry_point, "hub_follows_settings", lambda settings: None)
-    monkeypatch.setattr(entry.Service, "from_settings",
-                        staticmethod(lambda settings, progress: built.setdefault("service", entry.Service(settings, engine, progress))))
+    monkeypatch.setattr(entry_point.Service, "from_settings",
+                        staticmethod(lambda settings: built.setdefault("service", entry_point.Service(settings, engine))))
     monkeypatch.setenv("RUNPOD_WEBHOOK_POST_OUTPUT", "http://127.0.0.1:9/job-done/$RUNPOD_POD_ID/$ID")
     monkeypatch.setenv("WHISPER_ALLOW_LOCAL_FILES", "true")
     try:
@@ -403,9 +404,9 @@ def test_progress_updates_reach_runpod_in_order_when_the_first_post_is_slow(data
         output = asyncio.run(entry.handler({"id": "slow-first", "input": {"audio": str(data_dir / "jfk.flac"), "batch_size": 1}}))
         returned = time.monotonic()
     finally:
-        entry.set_service(None)
+        entry.set_runner(None)
         if "service" in built:
-            built["service"]._threads.shutdown(wait=False)
+            built["service"].close()
     assert len(output["segments"]) == 5
     assert wait_until(lambda: len(posts) == len(entered), timeout=15)  # every post begun has ended
     shares = [payload["progress"] for _, _, payload, _ in posts]
@@ -425,7 +426,7 @@ def test_a_progress_post_that_fails_loses_that_update_only(data_dir, tiny_servic
             raise ConnectionError("the job API is away")
 
     settings = dataclasses.replace(tiny_service.settings, allow_local_files=True)
-    service = Service(settings, _ReportingEngine(first_taken), progress=sink)
+    service = JobRunner(Service(settings, _ReportingEngine(first_taken)), progress=sink)
     with caplog.at_level(logging.WARNING, logger="worker.jobs"):
         output = service.process({"id": "p-fail", "input": {"audio": str(data_dir / "jfk.flac"), "batch_size": 1}})
     assert len(output["segments"]) == 5 and calls[0] == 0.2 and calls[-1] == 1.0 and calls == sorted(set(calls))

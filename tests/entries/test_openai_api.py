@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from helpers import DATA, references, wer
-from worker.entries.runpod import Service
+from worker.service import Service
 from worker.entries.http import Readiness, create_app
 
 JFK = DATA / "jfk.flac"
@@ -45,7 +45,7 @@ def tiny_url(tiny_service):
 
 @pytest.fixture(scope="module")
 def base_url(base_service):
-    with running(Readiness(base_service)) as url:
+    with running(Readiness(base_service.service)) as url:
         yield url
 
 
@@ -151,13 +151,13 @@ def test_concurrent_requests_equal_the_same_requests_one_at_a_time(tiny_url):
 def test_a_full_worker_answers_429_with_retry_after(tiny_service):
     full = Service(dataclasses.replace(tiny_service.settings, concurrency=1), tiny_service.engine)
     gate = threading.Event()
-    real = full.process
+    real = full.transcribe
 
     def slow(*args, **kwargs):
         gate.wait(10)
         return real(*args, **kwargs)
 
-    full.process = slow
+    full.transcribe = slow
     with running(Readiness(full)) as url:
         api = client(url)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -175,7 +175,7 @@ def test_health_route_says_loading_then_ready(tiny_service):
     with running(readiness) as url:
         assert requests.get(f"{url}/ping", timeout=5).status_code == 204
         assert requests.post(f"{url}/v1/audio/transcriptions", files={"file": JFK.open("rb")}, timeout=5).status_code == 503
-        readiness.service = tiny_service
+        readiness.service = tiny_service.service
         assert requests.get(f"{url}/ping", timeout=5).status_code == 200
         assert requests.get(f"{url}/v1/models", timeout=5).json()["data"][0]["object"] == "model"
 
@@ -307,24 +307,24 @@ def test_a_model_that_cannot_load_ends_the_server_with_exit_3(tmp_path):
 
 
 def diarized(*speakers):
-    segments = [{"id": index, "start": float(index), "end": index + 1.0, "text": f" words {index}", "speaker": speaker}
+    from worker.transcript import Segment, SpeakerTime, Transcript
+
+    segments = [Segment(id=index, seek=0, start=float(index), end=index + 1.0, text=f" words {index}", tokens=[], temperature=0.0,
+                        avg_logprob=0.0, compression_ratio=1.0, no_speech_prob=0.0, speaker=speaker)
                 for index, speaker in enumerate(speakers)]
-    return {"task": "transcribe", "duration": float(len(speakers)), "text": "", "segments": segments,
-            "speakers": [{"speaker": speaker, "speaking_time": 1.0} for speaker in dict.fromkeys(speakers)]}
+    return Transcript(language="en", language_probability=1.0, duration=float(len(speakers)), duration_after_vad=float(len(speakers)),
+                      segments=segments, speakers=[SpeakerTime(speaker, 1.0) for speaker in dict.fromkeys(speakers)])
 
 
 def test_generated_speaker_letters_never_take_a_known_speakers_name():
     """OpenAI labels unknown voices A, B, ...: a known speaker named "A" and an unknown voice must
     not both read "A". Letters skip the names shown and the names asked for."""
-    import json
+    from worker.formats.openai import HttpShape, http_body
+    from worker.request.schema import TranscriptionRequest
 
-    from worker.entries.http import render
-
-    def labels(output, known=None):
-        shape = {"format": "diarized_json", "words": False, "segments": True}
-        if known is not None:
-            shape["known"] = known
-        return [segment["speaker"] for segment in json.loads(render(output, shape).body)["segments"]]
+    def labels(transcript, known=()):
+        shape = HttpShape("diarized_json", words=False, segments=True, known=tuple(known))
+        return [segment["speaker"] for segment in http_body(transcript, TranscriptionRequest(), shape)["segments"]]
 
     assert labels(diarized("A", "SPEAKER_00", "SPEAKER_01", "A")) == ["A", "B", "C", "A"]
     assert labels(diarized("SPEAKER_00", "C", "SPEAKER_01", "SPEAKER_02"), known=["C", "B"]) == ["A", "C", "D", "E"]

@@ -20,7 +20,7 @@ import requests
 from helpers import pcm_wav, wait_until
 from worker.config import Settings
 from worker.errors import Cancelled
-from worker.entries.runpod import Service
+from worker.service import Service
 from worker.entries.http import Readiness, create_app
 from worker.transcript import Segment, Transcript
 
@@ -267,9 +267,9 @@ class FullDisk:
 
 
 def test_a_full_disk_while_receiving_the_upload_is_507(tmp_path, monkeypatch):
-    import worker.entries.http
+    import worker.entries.upload
 
-    monkeypatch.setattr(worker.entries.http, "open", FullDisk, raising=False)
+    monkeypatch.setattr(worker.entries.upload, "open", FullDisk, raising=False)
     service = scripted_service(tmp_path)
     with serving(service) as address:
         response = post(address, form_head() + wav(48.0) + form_tail())

@@ -5,8 +5,10 @@ import io
 import srt
 import webvtt
 
-from worker.formats.openai import openai_output, timestamp, to_srt, to_text, to_vtt
-from worker.request.legacy import legacy_output
+from worker.formats.legacy import LEGACY_FORMATTERS, legacy_output
+from worker.formats.openai import openai_output
+from worker.formats.subtitles import timestamp, to_srt, to_text, to_vtt
+from worker.request.legacy import LEGACY_FORMATS
 from worker.transcript import Segment, Transcript, Word
 
 
@@ -63,6 +65,10 @@ def test_json_is_text_only_and_srt_vtt_add_the_string():
     assert openai_output(TRANSCRIPT, "json", "transcribe", False) == {"text": TRANSCRIPT.text}
     assert openai_output(TRANSCRIPT, "vtt", "transcribe", False)["vtt"].startswith("WEBVTT")
     assert openai_output(TRANSCRIPT, "srt", "transcribe", False)["srt"].startswith("1\n")
+
+
+def test_every_legacy_format_the_request_accepts_has_one_formatter():
+    assert tuple(LEGACY_FORMATTERS) == LEGACY_FORMATS
 
 
 def test_legacy_output_keys():

@@ -2,12 +2,13 @@
 with a clean `invalid_request` naming a field it sent, or the work it plans stays within the
 declared budget (MAX_DECODES_PER_WINDOW hypotheses a window when every fallback runs, over the
 windows batched decoding plans). The decodes are counted from the options the decoders are
-actually given (faster-whisper's TranscriptionOptions, as worker.decoding.whisper.parts builds them), not
+actually given (faster-whisper's TranscriptionOptions, as worker.decoding.whisper.options builds them), not
 from the request's own arithmetic, so a second derivation of the temperatures cannot drift.
 
 `make test` replays fixed examples; `make fuzz` explores fresh ones.
 """
 
+import dataclasses
 import math
 from types import SimpleNamespace
 import os
@@ -21,11 +22,12 @@ from hypothesis import strategies as st
 
 from conftest import DATA
 from helpers import tiny_en_model_dir
-from worker.decoding.whisper import parts
+from worker.decoding.whisper.options import batched_options
 from worker.audio.decode import SAMPLE_RATE, decode_audio
 from worker.config import Settings
 from worker.errors import RequestError
-from worker.decoding.batched import MAX_PAUSE_S, MIN_WINDOW_S, TAIL_ROUNDS, BatchedJob
+from worker.decoding.batched import TAIL_ROUNDS, BatchedJob
+from worker.decoding.windows import MAX_PAUSE_S, MIN_WINDOW_S
 from worker.request.schema import MAX_DECODES_PER_WINDOW, MAX_TEMPERATURES, parse_request
 
 SCALE = int(os.environ.get("FUZZ_SCALE", "1"))
@@ -93,7 +95,7 @@ def speech():
 
 def planned_windows(request, samples, tokenizer) -> int:
     """The windows (and their possible tails) BatchedJob plans for this request over real speech."""
-    job = BatchedJob(_TokenizerOnly(tokenizer.tokenizer), samples, {**request.decoding_options(), "language": "en"}, device=None, cancelled=None)
+    job = BatchedJob(_TokenizerOnly(tokenizer.tokenizer), samples, dataclasses.replace(request.decoding_options(), language="en"), device=None, cancelled=None)
     assert job.planned_all  # decoded audio is planned at once
     return len(job.windows) * (1 + TAIL_ROUNDS)
 
@@ -106,7 +108,7 @@ def check(job_input: dict, tokenizer) -> None:
         assert re.split(r"[.\[]", exc.field)[0] in job_input, f"{exc.field!r} was not sent: {exc}"
         return None
     # accepted: the cost of a window, counted from what the decoders are given
-    options = parts.batched_options(tokenizer, request.decoding_options())
+    options = batched_options(tokenizer, request.decoding_options())
     assert len(options.temperatures) <= MAX_TEMPERATURES
     assert all(0.0 <= t <= 2.0 for t in options.temperatures)
     assert hypotheses(options) <= MAX_DECODES_PER_WINDOW, job_input
@@ -153,7 +155,7 @@ def test_the_work_a_request_plans_over_real_speech_stays_within_the_budget(token
 def test_the_worst_accepted_request_is_within_the_budget(tokenizer):
     """The largest accepted combination of the defaults' shape: 20 temperatures and the most samples."""
     request = parse_request({"audio": "a", "temperature": [0.0] + [0.5] * 19, "best_of": 10, "beam_size": 10}, SETTINGS)
-    assert hypotheses(parts.batched_options(tokenizer, request.decoding_options())) == 200 == MAX_DECODES_PER_WINDOW
+    assert hypotheses(batched_options(tokenizer, request.decoding_options())) == 200 == MAX_DECODES_PER_WINDOW
     with pytest.raises(RequestError) as refused:
         parse_request({"audio": "a", "temperature": [0.0] + [0.5] * 19, "best_of": 10, "beam_size": 11}, SETTINGS)
     assert refused.value.field == "best_of"

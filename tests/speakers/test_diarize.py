@@ -35,7 +35,7 @@ def alike():
 
 @pytest.fixture(scope="module")
 def diarizer(tiny_service):
-    return tiny_service.diarization().diarizer()
+    return tiny_service.service.diarization().diarizer()
 
 
 def _job(service, conversation_or_audio, **options):

@@ -18,8 +18,9 @@ from helpers import encode_audio
 from worker.config import Settings
 from worker.speakers.conversation import Diarizer, SpeakerCount
 from worker.errors import AudioError, Cancelled
-from worker.entries.runpod import Service
-from worker.speakers.attribution import Speakers
+from worker.entries.runpod import JobRunner
+from worker.service import Service
+from worker.speakers.backends import Speakers
 
 
 def _clip(seconds: float) -> str:
@@ -71,9 +72,9 @@ class _Diarization:
 
 @pytest.fixture
 def service(monkeypatch):
-    service = Service(Settings(device="cpu", max_reference_seconds=2), _Engine())
+    service = JobRunner(Service(Settings(device="cpu", max_reference_seconds=2), _Engine()))
     diarization = _Diarization()
-    monkeypatch.setattr(service, "diarization", lambda: diarization)
+    monkeypatch.setattr(service.service, "diarization", lambda: diarization)
     return service
 
 
@@ -92,14 +93,14 @@ def test_a_bad_reference_clip_is_refused_before_the_transcription_starts(service
     output = _job(service, known)
     assert (output["error_field"], output["error_code"]) == (field, code) and output["error"].startswith(error), output
     assert not service.engine.started.is_set()
-    assert service.diarization().references is None  # the diarization never started either
+    assert service.service.diarization().references is None  # the diarization never started either
 
 
 def test_reference_clips_reach_the_diarization_decoded_and_a_failed_voiceprint_stops_the_transcription(service, monkeypatch):
     """A clip that decodes but holds no speech is found by the voiceprint, beside the
     transcription: the job answers with that error at once, not after the whole file."""
     diarization = _Diarization(AudioError("has no speech to learn the voice from", field="known_speakers[0].audio"))
-    monkeypatch.setattr(service, "diarization", lambda: diarization)
+    monkeypatch.setattr(service.service, "diarization", lambda: diarization)
     output = _job(service, [{"name": "Ann", "audio_base64": _clip(1.5)}])
     assert output["error"] == "known_speakers[0].audio: has no speech to learn the voice from", output
     [(name, clip)] = diarization.references

@@ -3,6 +3,8 @@
 The registry half (`resolve_model_path`) answers "which files"; the loading half (`load_model`)
 answers "on which device, at which precision". Both are used by the worker at start-up and by
 the builder and benchmarks, so the deployed path and the measured path are the same code.
+The image's model-preparation step copies this file alone (with worker/config.py): it imports no
+other worker module, and of faster-whisper only the public WhisperModel and download helpers.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ class WindowRequest:
     """A job's group of windows waiting for the model."""
 
     key: Hashable
-    windows: Sequence[Any]  # the job's windows (worker.decoding.whisper.parts.WindowInput), one result each
+    windows: Sequence[Any]  # the job's windows (worker.decoding.whisper.features.WindowInput), one result each
     context: Any  # what the backend needs besides the windows (tokenizer, options)
     job_id: str
     cancelled: threading.Event

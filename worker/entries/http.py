@@ -28,68 +28,30 @@ runs, the receive channel is watched: a client that disconnects cancels its job.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
-import os
-import re
 import shutil
 import tempfile
 import threading
-from importlib import resources
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.datastructures import FormData
 
-from worker.errors import StorageError
-from worker.request.schema import MAX_KNOWN_SPEAKERS, TranscriptionRequest
+from worker.errors import StorageError, WorkerError
+from worker.formats.openai import GENERATED_LABEL, HttpShape, http_body
+from worker.request.schema import TranscriptionRequest
+from worker.service import Outcome, Service
+from worker.entries.upload import FORM_OVERHEAD, MAX_FIELDS_BYTES, ClientGone, Refused, boundary_of, openai_error, receive_form
 
 log = logging.getLogger("worker.openai")
 
 OPENAI_FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
 GRANULARITIES = ("segment", "word")
-# A form's plain fields: known_speaker_references[] are data URLs of clips of a few MB each.
-MAX_FIELD_BYTES = 8 * 1024 * 1024
-MAX_FIELDS = 100
-MAX_FIELDS_BYTES = MAX_KNOWN_SPEAKERS * MAX_FIELD_BYTES + 1024 * 1024
-FORM_OVERHEAD = 64 * 1024  # boundaries and part headers
 UPLOADS_PER_SLOT = 4  # uploads that may be arriving at once, per WHISPER_CONCURRENCY slot
-WRITE_EVERY = 1024 * 1024  # upload bytes gathered before each write to disk
-# error_code -> HTTP status (OpenAI answers bad files with 400; these are more exact)
-STATUS = {"invalid_request": 400, "invalid_audio": 415, "audio_too_long": 413, "download_failed": 400,
-          "unsafe_url": 400, "storage_failed": 507, "out_of_memory": 503, "device_failed": 500, "cancelled": 499}
 _TEXT_FIELDS = {name for name, info in TranscriptionRequest.model_fields.items() if info.annotation in (str, Optional[str])}
-_GENERATED_LABEL = re.compile(r"SPEAKER_\d+")  # the diarizer's label of a voice no known speaker matched
-
-
-def language_name(code: Optional[str]) -> Optional[str]:
-    """OpenAI's verbose_json names the language ("english"), as Whisper's own table does."""
-    return _language_names().get(code, code)
-
-
-def _language_names() -> Dict[str, str]:
-    if not hasattr(_language_names, "table"):
-        _language_names.table = json.loads(resources.files("worker").joinpath("language_names.json").read_text(encoding="utf-8"))
-    return _language_names.table
-
-
-def openai_error(status: int, message: str, param: Optional[str] = None, code: Optional[str] = None, headers=None) -> JSONResponse:
-    kind = "invalid_request_error" if status < 500 and status != 429 else ("rate_limit_error" if status == 429 else "server_error")
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status, headers=headers)
-
-
-class Refused(Exception):
-    """A request refused with an OpenAI-shaped error: raised anywhere below a route, answered there."""
-
-    def __init__(self, status: int, message: str, param: Optional[str] = None, code: Optional[str] = "invalid_request", headers=None):
-        super().__init__(message)
-        self.response = openai_error(status, message, param, code, headers)
-
-
-class ClientGone(Exception):
-    """The client disconnected (or a balancer cut the request): nobody reads an answer."""
 
 
 class Readiness:
@@ -119,6 +81,7 @@ def create_app(readiness: Readiness) -> FastAPI:
     app = FastAPI(title="Whisper (OpenAI audio API)", docs_url=None, redoc_url=None, openapi_url=None)
     slots: Dict[str, threading.BoundedSemaphore] = {}
     uploading = {"now": 0}  # uploads arriving; only the event loop's thread changes it
+    numbers = itertools.count(1)  # each job's id in the log and the scheduler: http-1, http-2, ...
 
     def service():
         return readiness.service
@@ -153,7 +116,7 @@ def create_app(readiness: Readiness) -> FastAPI:
             declared = request.headers.get("content-length", "")
             if declared.isascii() and declared.isdigit() and int(declared) > cap:
                 raise Refused(413, f"the upload is {int(declared)} bytes, over the {limit}-byte limit", "file", "audio_too_long")
-            boundary = _boundary(request.headers.get("content-type", ""))
+            boundary = boundary_of(request.headers.get("content-type", ""))
             most = settings.concurrency * UPLOADS_PER_SLOT
             if uploading["now"] >= most:
                 raise Refused(429, f"{most} uploads are already arriving; retry shortly", code="busy", headers={"Retry-After": "1"})
@@ -163,7 +126,7 @@ def create_app(readiness: Readiness) -> FastAPI:
                     folder = tempfile.mkdtemp(prefix="whisper-upload-", dir=settings.temp_dir)
                 except OSError as exc:
                     raise StorageError(f"cannot use temporary storage: {exc.strerror or exc}") from None
-                form = await _receive_form(request.receive, boundary, folder, limit, cap, settings.upload_timeout)
+                form = await receive_form(request.receive, boundary, folder, limit, cap, settings.upload_timeout)
             finally:
                 uploading["now"] -= 1
             if form.file is None:
@@ -171,31 +134,32 @@ def create_app(readiness: Readiness) -> FastAPI:
             mapped = form_to_input(form.fields, task, settings)
             if isinstance(mapped, JSONResponse):
                 return mapped
-            job_input, shape = mapped
+            fields, shape = mapped
             if not slot().acquire(blocking=False):
                 raise Refused(429, f"all {settings.concurrency} transcription slots are busy; retry shortly", code="busy", headers={"Retry-After": "1"})
             cancelled = threading.Event()
             try:
-                job = asyncio.get_running_loop().run_in_executor(
-                    svc._threads, lambda: svc.process({"id": "openai", "input": job_input}, None, cancelled, upload=form.file))
+                job_id = f"http-{next(numbers)}"
+                job = svc.submit(lambda: svc.transcribe(svc.parse(fields, job_id, uploaded=True), job_id, form.file, None, cancelled))
             except BaseException:
                 slot().release()
                 raise
             semaphore = slot()
             job.add_done_callback(lambda _: (semaphore.release(), shutil.rmtree(folder, ignore_errors=True)))
-            output = await _unless_gone(job, request.receive, cancelled)
+            outcome = await _unless_gone(job, request.receive, cancelled)
         except Refused as refusal:
             return refusal.response
         except StorageError as exc:
-            return openai_error(507, str(exc), "file", exc.code)
+            return openai_error(exc.http_status, str(exc), "file", exc.code)
         except ClientGone:
             return Response(status_code=499)  # nobody reads it
         finally:
             if job is None and folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
-        if "error" in output:
-            return openai_error(STATUS.get(output.get("error_code"), 500), output["error"], output.get("error_field"), output.get("error_code"))
-        return render(output, shape)
+        body = http_body(outcome.transcript, outcome.request, shape)
+        if isinstance(body, str):
+            return PlainTextResponse(body)
+        return JSONResponse(body)
 
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(request: Request):
@@ -208,18 +172,9 @@ def create_app(readiness: Readiness) -> FastAPI:
     return app
 
 
-def _boundary(content_type: str) -> bytes:
-    kind, options = parse_options_header(content_type)
-    if kind != b"multipart/form-data":
-        raise Refused(400, "the body must be multipart/form-data (a `file` part with the audio)", "file")
-    boundary = options.get(b"boundary")
-    if not boundary or len(boundary) > 200:
-        raise Refused(400, "the multipart/form-data Content-Type has no usable boundary", "file")
-    return boundary
-
-
-async def _unless_gone(job: asyncio.Future, receive, cancelled: threading.Event) -> dict:
-    """The job's output; if the client disconnects first, the job is cancelled (it stops at its
+async def _unless_gone(job: asyncio.Future, receive, cancelled: threading.Event) -> Outcome:
+    """The job's outcome (a caller's mistake is Refused with its error's HTTP status); if the
+    client disconnects first, the job is cancelled (it stops at its
     next check) and ClientGone raised once its thread is done. uvicorn does not cancel a
     handler whose client went away: the receive channel says so (http.disconnect)."""
     watcher = asyncio.ensure_future(_disconnected(receive))
@@ -238,6 +193,9 @@ async def _unless_gone(job: asyncio.Future, receive, cancelled: threading.Event)
         watcher.cancel()
     try:
         return job.result()
+    except WorkerError as exc:
+        answer = exc.to_response()
+        raise Refused(exc.http_status, answer["error"], answer.get("error_field"), exc.code) from None
     except Exception:  # noqa: BLE001 - a bug: logged with its trace, answered in OpenAI's shape
         log.exception("the OpenAI server's job failed")
         raise Refused(500, "internal error", code="internal_error") from None
@@ -251,151 +209,6 @@ async def _disconnected(receive) -> None:
             return
         if not message.get("more_body"):
             await asyncio.sleep(0.1)  # a server that answers at once with empty bodies: do not spin
-
-
-class UploadedForm:
-    """A multipart body parsed as it arrives: the file part written to `folder`/upload, plain
-    fields kept as text, each under its cap; nothing is buffered whole or spooled elsewhere."""
-
-    def __init__(self, boundary: bytes, folder: str, limit: int):
-        self.fields: List[Tuple[str, str]] = []
-        self.file: Optional[str] = None  # the path the file part went to
-        self.ended = False
-        self._limit = limit
-        self._path = os.path.join(folder, "upload")
-        self._out = None
-        self._pending = bytearray()
-        self._file_bytes = 0
-        self._fields_bytes = 0
-        self._part: Dict[str, Any] = {}
-        self._header = [b"", b""]
-        self.parser = MultipartParser(boundary, {
-            "on_part_begin": self._begin, "on_part_data": self._data, "on_part_end": self._end,
-            "on_header_field": lambda data, start, end: self._header.__setitem__(0, self._header[0] + data[start:end]),
-            "on_header_value": lambda data, start, end: self._header.__setitem__(1, self._header[1] + data[start:end]),
-            "on_header_end": self._header_end, "on_headers_finished": self._headers_done, "on_end": self._ended,
-        })
-
-    # -- parser callbacks: no I/O here, so that a parser error and a disk error stay apart ----
-    def _begin(self) -> None:
-        self._part = {"disposition": b"", "name": None, "is_file": False, "data": bytearray()}
-
-    def _header_end(self) -> None:
-        if self._header[0].strip().lower() == b"content-disposition":
-            self._part["disposition"] = self._header[1]
-        self._header = [b"", b""]
-
-    def _headers_done(self) -> None:
-        _, options = parse_options_header(self._part["disposition"])
-        if b"name" not in options:
-            raise Refused(400, "a multipart part has no name (Content-Disposition: form-data; name=...)")
-        name = _text(options[b"name"])
-        self._part["name"] = name
-        if b"filename" in options:
-            if name != "file":
-                raise Refused(400, "only the `file` part may be a file", param=name)
-            if self.file is not None:
-                raise Refused(400, "send one `file` part", param="file")
-            self.file = self._path
-            self._part["is_file"] = True
-        elif len(self.fields) >= MAX_FIELDS:
-            raise Refused(400, f"more than {MAX_FIELDS} form fields", param=name)
-
-    def _data(self, data: bytes, start: int, end: int) -> None:
-        size = end - start
-        if self._part["is_file"]:
-            self._file_bytes += size
-            if self._file_bytes > self._limit:
-                raise Refused(413, f"the file is over the {self._limit}-byte limit", "file", "audio_too_long")
-            self._pending += data[start:end]
-            return
-        self._fields_bytes += size
-        if len(self._part["data"]) + size > MAX_FIELD_BYTES or self._fields_bytes > MAX_FIELDS_BYTES:
-            raise Refused(413, f"form fields are limited to {MAX_FIELD_BYTES} bytes each, {MAX_FIELDS_BYTES} in all", param=self._part["name"])
-        self._part["data"] += data[start:end]
-
-    def _end(self) -> None:
-        if not self._part["is_file"]:
-            self.fields.append((self._part["name"], _text(bytes(self._part["data"]))))
-
-    def _ended(self) -> None:
-        self.ended = True
-
-    # -- disk -------------------------------------------------------------------------------
-    def flush(self, at_least: int = 0) -> None:
-        """Write the file bytes gathered so far once there are `at_least` of them (the file is
-        created at the first call, even empty); a disk error (full, read-only) is StorageError."""
-        if self.file is None or (self._out is not None and len(self._pending) < max(at_least, 1)):
-            return
-        try:
-            if self._out is None:
-                self._out = open(self._path, "wb")
-            self._out.write(self._pending)
-            self._pending.clear()
-        except OSError as exc:
-            raise StorageError(f"cannot store the upload: {exc.strerror or exc}") from None
-
-    def finish(self) -> None:
-        """The last bytes written and the file closed: StorageError if the disk refuses them."""
-        self.flush()
-        out, self._out = self._out, None
-        if out is not None:
-            try:
-                out.close()
-            except OSError as exc:
-                raise StorageError(f"cannot store the upload: {exc.strerror or exc}") from None
-
-    def discard(self) -> None:
-        """Close the file whatever state it is in (the request failed; its folder goes too)."""
-        out, self._out = self._out, None
-        if out is not None:
-            try:
-                out.close()
-            except OSError:
-                pass
-
-
-def _text(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
-async def _receive_form(receive, boundary: bytes, folder: str, limit: int, cap: int, timeout: float) -> UploadedForm:
-    """The request body, read from the ASGI receive channel as it arrives: every byte counted
-    against `cap` (chunked bodies declare no length), the file part against `limit`, the whole
-    upload within `timeout` seconds. Refused raises 413 at the cap, 408 at the deadline; a
-    client that disconnects raises ClientGone."""
-    form = UploadedForm(boundary, folder, limit)
-    received = 0
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientGone()
-                chunk = message.get("body", b"")
-                received += len(chunk)
-                if received > cap:
-                    raise Refused(413, f"the upload is over the {limit}-byte limit", "file", "audio_too_long")
-                try:
-                    form.parser.write(chunk)
-                except (Refused, StorageError):
-                    raise
-                except Exception as exc:  # noqa: BLE001 - whatever the parser makes of a hostile body is the caller's mistake
-                    raise Refused(400, f"cannot read the multipart form: {exc}", "file") from None
-                form.flush(WRITE_EVERY)
-                if not message.get("more_body", False):
-                    break
-        form.finish()
-    except TimeoutError:
-        raise Refused(408, f"the upload did not arrive within {timeout:g} seconds (WHISPER_UPLOAD_TIMEOUT)", "file", "upload_timeout") from None
-    finally:
-        form.discard()
-    if not form.ended:
-        raise Refused(400, "the multipart form ends before its closing boundary", "file")
-    return form
 
 
 def form_to_input(form, task: str, settings) -> Any:
@@ -456,7 +269,7 @@ def _form_to_input(form, task: str, settings) -> Any:
     if words:
         fields["word_timestamps"] = True
     segments = not granularities or "segment" in granularities
-    return fields, {"format": response_format, "words": words, "segments": segments, "known": names}
+    return fields, HttpShape(response_format, words, segments, tuple(names))
 
 
 def _known_speakers(names: List[str], references: List[str]) -> List[dict]:
@@ -466,33 +279,13 @@ def _known_speakers(names: List[str], references: List[str]) -> List[dict]:
                       param="known_speaker_references[]")
     known = []
     for index, (name, reference) in enumerate(zip(names, references)):
-        if _GENERATED_LABEL.fullmatch(name):
+        if GENERATED_LABEL.fullmatch(name):
             raise Refused(400, "SPEAKER_<n> is how unknown voices are labelled; choose another name", param=f"known_speaker_names[{index}]")
         header, comma, data = reference.partition(",")
         if not (comma and header.startswith("data:") and header.endswith(";base64")):
             raise Refused(400, "must be a data URL (data:audio/wav;base64,...)", param=f"known_speaker_references[{index}]")
         known.append({"name": name, "audio_base64": data})
     return known
-
-
-def _speaker_letters(output: dict, known=()) -> Dict[str, str]:
-    """OpenAI labels unknown speakers A, B, ...; known speakers keep their names. A letter is
-    never one a known speaker's name already takes (a known "A" and an unknown voice would
-    both read "A"): letters skip every name in use and every known name asked for."""
-    labels = [speaker["speaker"] for speaker in output.get("speakers", [])]
-    labels += [segment["speaker"] for segment in output.get("segments", []) if segment.get("speaker") is not None]
-    generated = [label for label in dict.fromkeys(labels) if _GENERATED_LABEL.fullmatch(label) and label not in known]
-    taken = {label for label in labels if label not in generated} | set(known)
-    letters: Dict[str, str] = {}
-    number = 0
-    for label in generated:
-        while True:
-            letter = chr(ord("A") + number % 26) * (1 + number // 26)
-            number += 1
-            if letter not in taken:
-                break
-        letters[label] = letter
-    return letters
 
 
 def _typed(key: str, value: str) -> Any:
@@ -505,35 +298,6 @@ def _typed(key: str, value: str) -> Any:
         raise Refused(400, "is nested too deeply", param=key) from None
     except ValueError:
         return value
-
-
-def render(output: dict, shape: dict) -> Response:
-    """The worker's verbose output in OpenAI's shape for the format asked."""
-    fmt = shape["format"]
-    if fmt == "json":
-        return JSONResponse({"text": output["text"]})
-    if fmt == "text":
-        return PlainTextResponse(output["text"] + "\n")
-    if fmt in ("srt", "vtt"):
-        return PlainTextResponse(output[fmt], media_type="text/plain")
-    if fmt == "diarized_json":
-        letters = _speaker_letters(output, shape.get("known", ()))
-        return JSONResponse({
-            "task": output["task"], "duration": output["duration"],
-            "text": " ".join(segment["text"].strip() for segment in output["segments"] if segment["text"].strip()),
-            "segments": [{"type": "transcript.text.segment", "id": f"seg_{segment['id']}", "start": segment["start"], "end": segment["end"],
-                          "text": segment["text"], "speaker": letters.get(segment["speaker"], segment["speaker"])} for segment in output["segments"]],
-            "usage": {"type": "duration", "seconds": int(-(-output["duration"] // 1))},
-        })
-    translated = output["task"] == "translate"
-    body = {"task": output["task"], "language": "english" if translated else language_name(output["language"]),
-            "duration": output["duration"], "text": output["text"]}
-    if shape["segments"]:
-        keys = ("id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob", "compression_ratio", "no_speech_prob")
-        body["segments"] = [{key: segment[key] for key in keys} for segment in output["segments"]]
-    if shape["words"]:
-        body["words"] = [{"word": w["word"], "start": w["start"], "end": w["end"]} for w in output.get("words", [])]
-    return JSONResponse(body)
 
 
 def serve(settings, load: Callable[[], Any]) -> None:

@@ -1,97 +1,21 @@
-"""Pure functions from a Transcript to the output shapes: OpenAI json/verbose_json/text/srt/vtt,
-and the metrics every response carries (worker-faster_whisper's shape is worker/request/legacy.py)."""
+"""A transcript in OpenAI's shapes: the RunPod job's output (json / verbose_json / text / srt /
+vtt as one JSON object), the bodies of the HTTP server's audio routes (OpenAI's own response per
+format, diarized_json included), and the metrics every RunPod response carries."""
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional
+import re
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple, Union
 
-from worker.transcript import Segment, Timings, Transcript, word_dict
-
-
-def timestamp(seconds: float, decimal: str) -> str:
-    """HH:MM:SS<decimal>mmm, hours always present (both SRT and WebVTT parsers accept that)."""
-    millis = max(0, int(round(seconds * 1000)))
-    hours, millis = divmod(millis, 3_600_000)
-    minutes, millis = divmod(millis, 60_000)
-    secs, millis = divmod(millis, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
-
-
-def _clean(text: str) -> str:
-    """One cue's text: no blank lines (a blank line ends a cue in both formats)."""
-    return " ".join(text.split())
-
-
-def _cues(segments: Iterable[Segment], layout: Optional[dict] = None):
-    """(start, end, text, speaker) per cue: a segment each, or, with a layout, word-timed cues of at most
-    max_line_count lines of at most max_line_width characters / max_words_per_line words. Cues
-    never cross segments, so a cue keeps its segment's place (and speaker)."""
-    layout = layout or {}
-    width, count, per_line = layout.get("max_line_width"), layout.get("max_line_count"), layout.get("max_words_per_line")
-    for segment in segments:
-        if (width or per_line) and segment.words:
-            for start, end, text in _layout(segment.words, width, count, per_line):
-                yield start, end, text, segment.speaker
-            continue
-        text = _clean(segment.text)
-        if not text:
-            continue
-        start = max(0.0, segment.start)
-        yield start, max(start, segment.end), text, segment.speaker
-
-
-def _layout(words, width: Optional[int], count: Optional[int], per_line: Optional[int]):
-    lines: List[List] = [[]]
-
-    def line_text(line) -> str:
-        return "".join(word.word for word in line).strip()
-
-    def emit():
-        used = [line for line in lines if line]
-        if used:
-            start = max(0.0, used[0][0].start)
-            yield start, max(start, used[-1][-1].end), "\n".join(_clean(line_text(line)) for line in used)
-
-    for word in words:
-        if not word.word.strip():
-            continue
-        line = lines[-1]
-        full = bool(line) and ((width is not None and len(line_text(line + [word])) > width) or (per_line is not None and len(line) >= per_line))
-        if full:
-            if count is not None and len(lines) >= count:
-                yield from emit()
-                lines = [[]]
-            else:
-                lines.append([])
-        lines[-1].append(word)
-    yield from emit()
-
-
-def to_srt(segments: Iterable[Segment], layout: Optional[dict] = None) -> str:
-    blocks = []
-    for index, (start, end, text, speaker) in enumerate(_cues(segments, layout), start=1):
-        text = text.replace("-->", "->")
-        if speaker is not None:
-            text = f"{speaker}: {text}"
-        blocks.append(f"{index}\n{timestamp(start, ',')} --> {timestamp(end, ',')}\n{text}\n")
-    return "\n".join(blocks)
-
-
-def to_vtt(segments: Iterable[Segment], layout: Optional[dict] = None) -> str:
-    blocks = ["WEBVTT\n"]
-    for start, end, text, speaker in _cues(segments, layout):
-        text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        if speaker is not None:
-            text = f"<v {speaker}>{text}"  # a voice span; WebVTT lets it close at the cue's end
-        blocks.append(f"{timestamp(start, '.')} --> {timestamp(end, '.')}\n{text}\n")
-    return "\n".join(blocks)
-
-
-def to_text(segments: Iterable[Segment], separator: str = " ") -> str:
-    return separator.join(segment.text.strip() for segment in segments if segment.text.strip())
-
+from worker.languages import language_name
+from worker.request.schema import TranscriptionRequest
+from worker.transcript import Timings, Transcript, word_dict
+from worker.formats.subtitles import to_srt, to_text, to_vtt
 
 FORMATTERS = {"text": to_text, "srt": to_srt, "vtt": to_vtt}
+GENERATED_LABEL = re.compile(r"SPEAKER_\d+")  # the diarizer's label of a voice no known speaker matched
+VERBOSE_SEGMENT_KEYS = ("id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob", "compression_ratio", "no_speech_prob")
 
 
 def openai_output(transcript: Transcript, response_format: str, task: str, with_words: bool, layout: Optional[dict] = None) -> dict:
@@ -118,7 +42,67 @@ def openai_output(transcript: Transcript, response_format: str, task: str, with_
     return output
 
 
-def job_metrics(request, transcript: Transcript, timings: Timings, model, image_revision: str) -> dict:
+@dataclass(frozen=True)
+class HttpShape:
+    """What an HTTP caller asked for beyond the typed request: OpenAI's response_format (json,
+    text and diarized_json are all decoded as verbose_json), which timestamp granularities, and
+    the known speakers' names (kept as they are in diarized_json)."""
+
+    format: str
+    words: bool
+    segments: bool
+    known: Tuple[str, ...] = ()
+
+
+def http_body(transcript: Transcript, request: TranscriptionRequest, shape: HttpShape) -> Union[dict, str]:
+    """The body OpenAI's audio API answers with: a JSON object, or text for text, srt and vtt."""
+    if shape.format == "json":
+        return {"text": transcript.text}
+    if shape.format == "text":
+        return transcript.text + "\n"
+    if shape.format in ("srt", "vtt"):
+        return FORMATTERS[shape.format](transcript.segments, request.subtitle_layout)
+    duration = round(transcript.duration, 3)
+    if shape.format == "diarized_json":
+        letters = speaker_letters(transcript, shape.known)
+        return {
+            "task": request.task, "duration": duration,
+            "text": " ".join(segment.text.strip() for segment in transcript.segments if segment.text.strip()),
+            "segments": [{"type": "transcript.text.segment", "id": f"seg_{segment.id}", "start": segment.start, "end": segment.end,
+                          "text": segment.text, "speaker": letters.get(segment.speaker, segment.speaker)} for segment in transcript.segments],
+            "usage": {"type": "duration", "seconds": int(-(-duration // 1))},
+        }
+    translated = request.task == "translate"
+    body = {"task": request.task, "language": "english" if translated else language_name(transcript.language),
+            "duration": duration, "text": transcript.text}
+    if shape.segments:
+        body["segments"] = [{key: item[key] for key in VERBOSE_SEGMENT_KEYS} for item in transcript.segment_dicts(False)]
+    if shape.words:
+        body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in transcript.words]
+    return body
+
+
+def speaker_letters(transcript: Transcript, known: Sequence[str] = ()) -> Dict[str, str]:
+    """OpenAI labels unknown speakers A, B, ...; known speakers keep their names. A letter is
+    never one a known speaker's name already takes (a known "A" and an unknown voice would
+    both read "A"): letters skip every name in use and every known name asked for."""
+    labels = [speaker.speaker for speaker in transcript.speakers or []]
+    labels += [segment.speaker for segment in transcript.segments if segment.speaker is not None]
+    generated = [label for label in dict.fromkeys(labels) if GENERATED_LABEL.fullmatch(label) and label not in known]
+    taken = {label for label in labels if label not in generated} | set(known)
+    letters: Dict[str, str] = {}
+    number = 0
+    for label in generated:
+        while True:
+            letter = chr(ord("A") + number % 26) * (1 + number // 26)
+            number += 1
+            if letter not in taken:
+                break
+        letters[label] = letter
+    return letters
+
+
+def job_metrics(request: TranscriptionRequest, transcript: Transcript, timings: Timings, model, image_revision: str) -> dict:
     """The `metrics` of every response: seconds per stage and in all from the job's `timings`,
     the model and the image that answered."""
     audio_seconds = transcript.duration

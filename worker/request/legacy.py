@@ -1,18 +1,16 @@
 """The request and response shapes of runpod-workers/worker-faster_whisper, so its clients keep
 working unchanged: its input names renamed to ours on the way in (`take_legacy`, called by
-worker.request.schema), its output keys rendered on the way out (`legacy_output`, called by the handler).
-Nothing else in the worker knows that shape."""
+worker.request.schema); its output keys are rendered by worker/formats/legacy.py. Nothing else in
+the worker knows that shape."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from worker.config import Settings
 from worker.errors import RequestError
-from worker.formats.openai import to_srt, to_text, to_vtt
-from worker.transcript import Transcript
 
 # Fields only that worker takes: one of them marks a request as legacy.
 LEGACY_ONLY_FIELDS = {
@@ -20,28 +18,9 @@ LEGACY_ONLY_FIELDS = {
     "temperature_increment_on_fallback", "model",
 }
 
-LEGACY_FORMATTERS = {
-    "plain_text": lambda segments, layout=None: to_text(segments, " "),
-    "formatted_text": lambda segments, layout=None: to_text(segments, "\n"),
-    "srt": to_srt,
-    "vtt": to_vtt,
-}
-
-
-def legacy_output(transcript: Transcript, transcription: str, translation: Optional[Transcript], translation_format: str, with_words: bool, device: str, model: str,
-                  layout: Optional[dict] = None) -> dict:
-    """The keys worker-faster_whisper returns, so its clients keep working unchanged."""
-    output = {
-        "segments": transcript.segment_dicts(with_words=False),
-        "detected_language": transcript.language,
-        "transcription": LEGACY_FORMATTERS[transcription](transcript.segments, layout),
-        "translation": LEGACY_FORMATTERS[translation_format](translation.segments, layout) if translation else None,
-        "device": device,
-        "model": model,
-    }
-    if with_words:
-        output["word_timestamps"] = [{"word": w.word, "start": w.start, "end": w.end} for w in transcript.words]
-    return output
+# The text shapes that worker takes for `transcription` and `translation` (rendered by
+# worker/formats/legacy.py, which has one formatter for each).
+LEGACY_FORMATS = ("plain_text", "formatted_text", "srt", "vtt")
 
 
 class LegacyOutput(BaseModel):
@@ -75,8 +54,8 @@ def take_legacy(data: dict, renamed: dict) -> dict:
         if name in data:
             legacy[name] = data.pop(name)
     for name in ("transcription", "translation"):
-        if name in legacy and (not isinstance(legacy[name], str) or legacy[name] not in LEGACY_FORMATTERS):
-            raise RequestError(f"must be one of {', '.join(LEGACY_FORMATTERS)}", field=name)
+        if name in legacy and (not isinstance(legacy[name], str) or legacy[name] not in LEGACY_FORMATS):
+            raise RequestError(f"must be one of {', '.join(LEGACY_FORMATS)}", field=name)
     if "translate" in legacy and not isinstance(legacy["translate"], bool):
         raise RequestError("must be true or false", field="translate")
     return legacy

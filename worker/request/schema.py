@@ -16,6 +16,7 @@ from typing import Annotated, Any, List, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from worker.config import Settings
+from worker.languages import LANGUAGE_CODES
 from worker.errors import RequestError
 from worker.request.legacy import LEGACY_ONLY_FIELDS, LegacyOutput, check_model, take_legacy
 
@@ -150,8 +151,6 @@ class TranscriptionRequest(BaseModel):
     def _known_language(cls, value: Optional[str]) -> Optional[str]:
         if value is None:
             return None
-        from worker.decoding.whisper.parts import LANGUAGE_CODES
-
         code = value.strip().lower()
         if code not in LANGUAGE_CODES:
             raise ValueError(f"unknown language code {value!r}; use an ISO 639-1 code such as 'en', or omit it to detect")
@@ -182,18 +181,93 @@ class TranscriptionRequest(BaseModel):
     def is_batched(self) -> bool:
         return (self.batch_size or 1) > 1
 
-    def decoding_options(self) -> dict:
-        """The keyword arguments for faster-whisper's transcribe(), in its own names."""
-        options = {name: getattr(self, name) for name in DECODING_FIELDS}
-        options["vad_parameters"] = self.vad_parameters.model_dump(exclude_none=True) if self.vad_parameters else None
-        if self.is_batched:
-            for name in SEQUENTIAL_ONLY:
-                options.pop(name)
-            options["batch_size"] = self.batch_size
-        return options
+    def decoding_options(self) -> "DecodingOptions":
+        """What the decoding stage reads of this request, typed (see DecodingOptions)."""
+        return DecodingOptions(
+            **{name: getattr(self, name) for name in DECODING_FIELDS},
+            vad_parameters=self.vad_parameters.model_dump(exclude_none=True) if self.vad_parameters else None,
+            batch_size=self.batch_size if self.is_batched else 1,
+        )
 
 
 TranscriptionRequest.model_rebuild()
+
+# Batched decoding's VAD parameters when a request gives none (faster-whisper's own for its batched
+# mode): short pauses split speech so windows can be packed up to 30 s.
+BATCHED_VAD_DEFAULTS = {"min_silence_duration_ms": 160}
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """A request's decoding options as the decoding stage (worker/decoding) reads them: every value
+    is the request's, so no default is declared a second time there. A field per option marked
+    Option(decoding=True), so an option added to the request and not here fails at once.
+
+    Read as a mapping, they are the keyword arguments of faster-whisper's transcribe() in its own
+    names (batched: without the sequential-only ones, with batch_size): what sequential decoding
+    hands on."""
+
+    language: Optional[str]
+    task: str
+    word_timestamps: bool
+    vad_filter: bool
+    beam_size: int
+    best_of: int
+    patience: float
+    length_penalty: float
+    repetition_penalty: float
+    no_repeat_ngram_size: int
+    temperature: Union[float, List[float]]
+    compression_ratio_threshold: Optional[float]
+    log_prob_threshold: Optional[float]
+    no_speech_threshold: Optional[float]
+    condition_on_previous_text: bool
+    initial_prompt: Optional[str]
+    hotwords: Optional[str]
+    suppress_tokens: List[int]
+    without_timestamps: bool
+    hallucination_silence_threshold: Optional[float]
+    multilingual: bool
+    vad_parameters: Optional[dict]  # the request's VadParameters (those set), None when it gives none
+    batch_size: int  # 1: sequential decoding; more: the batched job's
+
+    @property
+    def is_batched(self) -> bool:
+        return self.batch_size > 1
+
+    @property
+    def temperatures(self) -> List[float]:
+        return temperature_list(self.temperature)
+
+    @property
+    def batched_vad_parameters(self) -> Optional[dict]:
+        """The VAD parameters batched decoding runs Silero with (None: no VAD)."""
+        if not self.vad_filter:
+            return None
+        return {**BATCHED_VAD_DEFAULTS, **(self.vad_parameters or {})}
+
+    def arguments(self) -> dict:
+        """The keyword arguments for faster-whisper's transcribe(), in its own names."""
+        arguments = {name: getattr(self, name) for name in DECODING_FIELDS}
+        arguments["vad_parameters"] = self.vad_parameters
+        if self.is_batched:
+            for name in SEQUENTIAL_ONLY:
+                arguments.pop(name)
+            arguments["batch_size"] = self.batch_size
+        return arguments
+
+    # the mapping: arguments() by name
+    def keys(self):
+        return self.arguments().keys()
+
+    def __getitem__(self, name: str) -> Any:
+        return self.arguments()[name]
+
+    def __iter__(self):
+        return iter(self.arguments())
+
+    def __len__(self) -> int:
+        return len(self.arguments())
 
 
 def temperature_list(temperature: Union[float, List[float]]) -> List[float]:

