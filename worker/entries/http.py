@@ -43,7 +43,7 @@ from starlette.datastructures import FormData
 from worker.errors import StorageError, WorkerError
 from worker.formats.openai import GENERATED_LABEL, HttpShape, http_body
 from worker.request.schema import TranscriptionRequest
-from worker.service import Outcome, Service
+from worker.service import Outcome
 from worker.entries.upload import FORM_OVERHEAD, MAX_FIELDS_BYTES, ClientGone, Refused, boundary_of, openai_error, receive_form
 
 log = logging.getLogger("worker.openai")

@@ -41,10 +41,6 @@ class ClientGone(Exception):
     """The client disconnected (or a balancer cut the request): nobody reads an answer."""
 
 
-class ClientGone(Exception):
-    """The client disconnected (or a balancer cut the request): nobody reads an answer."""
-
-
 def boundary_of(content_type: str) -> bytes:
     kind, options = parse_options_header(content_type)
     if kind != b"multipart/form-data":
