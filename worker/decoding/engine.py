@@ -8,7 +8,8 @@ Two modes, chosen by the request's batch_size:
 - >1: the worker's own batched long-form loop (worker.decoding.batched), whose device calls go through
   the shared BatchScheduler, which batches windows across all jobs in flight.
 
-In both, a segment never starts before its speech (worker.decoding.segments.start_at_speech).
+In both, a segment never starts before its speech (worker.decoding.segments.start_at_speech),
+and, with word timing, word edges at pauses are moved onto the audio's (worker.decoding.edges).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from worker.audio.decode import SAMPLE_RATE
 from worker.config import Settings
 from worker.decoding.batched import BatchedJob, audio_source
+from worker.decoding.edges import EdgeRefiner
 from worker.decoding.models import LoadedModel
 from worker.decoding.scheduler import Backend, BatchScheduler, is_out_of_memory
 from worker.decoding.segments import start_at_speech, with_next_start
@@ -118,7 +120,9 @@ class Engine:
                 view = lambda start, end: samples[start:end]  # noqa: E731
             threshold = (options.vad_parameters or {}).get("threshold") if options.vad_filter else None
             onsets = vad.SpeechOnsets(view, threshold)
-            segments = (start_at_speech(segment, onsets, following) for segment, following in with_next_start(segments, duration))
+            refine = EdgeRefiner(_reader(source)) if options.word_timestamps else lambda segment, _following: segment
+            segments = (refine(start_at_speech(segment, onsets, following), following)
+                        for segment, following in with_next_start(segments, duration))
             prepared = time.perf_counter()
             collected = _collect(segments, duration, on_segment, cancelled)
             seconds = duration()
@@ -184,6 +188,17 @@ class _ScheduledDevice:
     @property
     def inference_seconds(self) -> float:
         return sum(self._batches.values())
+
+
+def _reader(source):
+    """read(start, end) -> samples [start, end) of the audio, waiting for them to be decoded
+    (fewer at the end of the audio)."""
+
+    def read(start: int, end: int) -> np.ndarray:
+        available = source.wait_for(end)
+        return source.view(max(0, start), min(end, available))
+
+    return read
 
 
 def _collect(segments, duration: Callable[[], float], on_segment: Optional[SegmentCallback], cancelled: threading.Event) -> List[Segment]:
