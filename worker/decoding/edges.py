@@ -113,16 +113,25 @@ def _sounds(levels: np.ndarray, threshold: float, core: float, a: int, b: int):
     return runs
 
 
+def _search(read: Read, at: float, low: float, high: float):
+    """The envelope around `at` (EDGE_CONTEXT_S either side), its (threshold, core) and the
+    frame range [a, b] of [low, high]; None where there is no clear pause to find."""
+    envelope = Envelope(read, at - EDGE_CONTEXT_S, at + EDGE_CONTEXT_S)
+    found = envelope.thresholds()
+    if found is None:
+        return None
+    a, b = envelope.index(low), min(envelope.index(high), len(envelope.levels) - 1)
+    return envelope, found[0], found[1], a, b
+
+
 def speech_onset(read: Read, start: float, low: float, high: float) -> Optional[float]:
     """Where speech starts near `start`, searched in [low, high]: of the rises through T before a
     core (a sound), the one nearest `start` + EXPECTED_LAG_S; None when there is none (the level
     is over T from `low` on: continuous speech)."""
-    envelope = Envelope(read, start - EDGE_CONTEXT_S, start + EDGE_CONTEXT_S)
-    found = envelope.thresholds()
+    found = _search(read, start, low, high)
     if found is None:
         return None
-    threshold, core = found
-    a, b = envelope.index(low), min(envelope.index(high), len(envelope.levels) - 1)
+    envelope, threshold, core, a, b = found
     onsets = [envelope.time(first) for first, _end in _sounds(envelope.levels, threshold, core, a, b) if first is not None]
     if not onsets:
         return None
@@ -133,13 +142,11 @@ def speech_offset(read: Read, end: float, low: float, high: float) -> Optional[f
     """Where speech ends near `end`, searched in [low, high]: of the falls through T after a core
     (a sound; a final release within RELEASE_S that reaches S - RELEASE_DB joins it), the one
     nearest `end` + EXPECTED_LAG_S; None when there is none."""
-    envelope = Envelope(read, end - EDGE_CONTEXT_S, end + EDGE_CONTEXT_S)
-    found = envelope.thresholds()
+    found = _search(read, end, low, high)
     if found is None:
         return None
-    threshold, core = found
+    envelope, threshold, core, a, b = found
     levels = envelope.levels
-    a, b = envelope.index(low), min(envelope.index(high), len(levels) - 1)
     offsets = []
     for _first, offset in _sounds(levels, threshold, core, a, b):
         if offset is None:
@@ -160,12 +167,10 @@ def speech_offset(read: Read, end: float, low: float, high: float) -> Optional[f
 def speech_dip(read: Read, boundary: float, low: float, high: float) -> Optional[tuple]:
     """The longest stretch of MIN_DIP_S or more under T within [low, high] near `boundary`, as
     (start, end) seconds; None when there is none."""
-    envelope = Envelope(read, boundary - EDGE_CONTEXT_S, boundary + EDGE_CONTEXT_S)
-    found = envelope.thresholds()
+    found = _search(read, boundary, low, high)
     if found is None:
         return None
-    threshold, _core = found
-    a, b = envelope.index(low), min(envelope.index(high), len(envelope.levels) - 1)
+    envelope, threshold, _core, a, b = found
     if b <= a:
         return None
     below = np.concatenate(([False], envelope.levels[a:b + 1] < threshold, [False]))
