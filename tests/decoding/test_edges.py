@@ -59,9 +59,13 @@ def test_edges_inside_continuous_speech_do_not_move():
 
 def test_bounds_are_kept():
     audio = signal([(1.0, 1.6)])
-    # the onset is 0.3 s before the stamped start: further than an edge may move back
+    # stamped 0.3 s late, inside the sound: the start moves back to the sound's rise
     seg = refine(audio, segment((1.3, 1.58, " late")))
-    assert seg.words[0].start >= 1.3 - edges_module.BACK_S - 1e-9
+    assert seg.words[0].start == pytest.approx(1.0, abs=0.02)
+    # inside a sound that rose further back than LATE_BACK_S: no rise to move to, BACK_S holds
+    audio = signal([(1.0, 2.4)])
+    seg = refine(audio, segment((1.8, 2.3, " later")))
+    assert 1.8 - edges_module.BACK_S - 1e-9 <= seg.words[0].start <= 1.8
     # the burst starts after the word's stamped end: the word keeps MIN_WORD_S and does not jump
     audio = signal([(2.0, 2.6)])
     seg = refine(audio, segment((1.0, 1.3, " early")))
@@ -110,3 +114,36 @@ def test_real_speech_word_edges_at_pauses_move_to_the_speech_edges(tiny_service,
     assert abs(first.start - start) <= 0.05 and abs(first.start - start) < abs(plain.words[0].start - start)
     assert abs(last.end - end) <= 0.08 and abs(last.end - end) <= abs(plain.words[-1].end - end)
     assert all(a.end <= b.start + 1e-6 and a.start < a.end for a, b in zip(refined.words, refined.words[1:]))
+
+
+def test_levels_are_rms_of_20_ms_frames_every_10_ms_after_the_high_pass():
+    """The envelope against a plain computation: subtract the 10 ms moving average (edge-padded),
+    then the mean power of 320-sample frames every 160 samples, in dB."""
+    rng = np.random.default_rng(3)
+    audio = (rng.normal(0, 0.1, 40000) * np.linspace(0, 1, 40000) + 0.05).astype(np.float32)
+    envelope = edges_module.Envelope(lambda a, b: audio[max(0, a):b], 0.25, 2.25)
+    samples = audio[4000:36000].astype(np.float64)
+    padded = np.pad(samples, (80, 80), mode="edge")
+    filtered = samples - np.array([padded[i:i + 160].mean() for i in range(samples.size)])
+    expected = [10 * np.log10(np.mean(filtered[i:i + 320] ** 2) + 1e-12) for i in range(0, samples.size - 320 + 1, 160)]
+    assert envelope.levels.shape == (len(expected),)
+    assert np.allclose(envelope.levels, expected, atol=1e-3)
+
+
+def test_an_edge_reads_the_levels_within_a_second_of_it_from_the_segment_envelope():
+    audio = signal([(1.0, 1.6), (2.5, 3.0)], seconds=6.0)
+    read = lambda a, b: audio[max(0, a):b]  # noqa: E731
+    shared = edges_module.Envelope(read, 0.5, 5.5)
+    part = shared.around(2.5)
+    alone = edges_module.Envelope(read, 1.5, 3.5)  # the same frame grid: 1.5 s is a whole number of hops from 0.5 s
+    assert part.time(0) == pytest.approx(alone.time(0))
+    assert abs(part.levels.size - alone.levels.size) <= 1
+    n = min(part.levels.size, alone.levels.size) - 1  # the last frame of `alone` is high-passed against its padding
+    assert np.allclose(part.levels[1:n], alone.levels[1:n], atol=1e-3)
+    assert part.thresholds() == pytest.approx(alone.thresholds(), abs=0.05)
+
+
+@pytest.mark.parametrize("size", [10, 11, 199, 200, 201])
+def test_percentiles_equal_numpys(size):
+    values = np.random.default_rng(size).normal(-40, 15, size)
+    assert edges_module._percentiles(values, 95.0, 5.0) == pytest.approx(list(np.percentile(values, [95, 5])), abs=1e-9)
