@@ -23,6 +23,26 @@ on the same samples (the WAV decoded as the worker decodes it) with the same loa
 consecutive 30 s clips: it refuses audio over 30 s otherwise); library defaults for the rest.
 Every job names the sequence's language.
 
+(d) `pocketsphinx-align`, a forced aligner given the true text (`benchmarks/forced_align.py`):
+pocketsphinx aligns the known text of every clip of an English sequence (Harvard, LJ Speech and
+FLEURS-en transcripts; a digit's word), in order, over the whole sequence's samples, and is scored
+as above like any system. Sequences in other languages are not timed by it, nor VCTK's (no
+transcripts). The transcripts' four words outside its dictionary are given pronunciations made
+from dictionary entries (`PRONUNCIATIONS`, listed in the report); any other fails its sequence,
+reported. Included by default where pocketsphinx imports.
+
+(e) An independent reference (report section "Against pocketsphinx's alignment"): on every English
+sequence with a known text, every word of every other system is matched to pocketsphinx's aligned
+words (`match_words`: the same word once normalised, in order, middles within 1 s, the most pairs;
+a word that says several, "409" or "25", at its outer edges), and the absolute differences of
+starts (and of ends) are reported, split into edges at pauses (the aligned word's start after, or
+its end before, 0.1 s or more with no word; the first start and the last end included) and
+boundaries inside continuous speech (less than 0.1 s between the words: what the trimmed edges
+cannot measure). pocketsphinx is itself an aligner with its own error (10 ms frames of 25.6 ms
+windows, three frames at least a phone, an en-us model that hears nothing over 4 kHz in the 8 kHz
+digits): this is a reference independent of the trim's level threshold, not ground truth, so its
+figures are differences between two estimates, not errors.
+
 Speech edges (`speech_edges`), per clip:
 - level: the RMS of a 10 ms window centred on each sample, of the clip high-passed at 100 Hz
   (2nd-order Butterworth, zero phase), in dB;
@@ -79,7 +99,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import facts, report
+from . import facts, forced_align, report
 from .audio_files import DATA, ROOT, encode_audio, read_transcripts
 from .command import Command, add_shared
 
@@ -593,6 +613,116 @@ def summarise(rows: List[dict]) -> List[dict]:
     return out
 
 
+# -- pocketsphinx: a forced aligner given the true text, and an independent reference ------------------
+
+PRONUNCIATIONS = {  # the transcripts' words that pocketsphinx's dictionary lacks, made from its entries
+    "splendours": "S P L EH N D ER Z",  # splendor + s
+    "woodcutters": "W UH D K AH T ER Z",  # wood + cutters
+    "shapeliness": "SH EY P L IY N AH S",  # shapely + the -ness of loveliness
+    "sintra": "S IH N T R AH",  # sin + -tra
+}
+PAUSE_SECONDS = 0.1  # in pocketsphinx's alignment, this much with no word between two words is a pause
+
+
+@dataclass
+class Alignment:
+    status: str  # aligned, failed (out of the dictionary, no alignment), not timed (not English, no text, no pocketsphinx)
+    words: List[Word] = field(default_factory=list)
+    seconds: float = 0.0  # pocketsphinx's time
+    detail: Optional[str] = None
+    by_hand: List[str] = field(default_factory=list)  # words pronounced from PRONUNCIATIONS
+
+    def json(self) -> dict:
+        return {"status": self.status, "detail": self.detail, "seconds": round(self.seconds, 3), "pronounced_by_hand": self.by_hand,
+                "words": [[round(a, 3), round(b, 3), t] for a, b, t in self.words]}
+
+
+def known_words(sequence: Joined) -> Optional[List[str]]:
+    """The words the sequence says, normalised for the aligner, in order; None if a clip has no text."""
+    if any(p.clip.text is None for p in sequence.placed):
+        return None
+    return [w for p in sequence.placed for w in forced_align.normalise(p.clip.text)]
+
+
+def force_align(sequence: Joined, samples: np.ndarray) -> Alignment:
+    """pocketsphinx's alignment of the sequence's known text over `samples` (see the module docstring)."""
+    if sequence.language != "en":
+        return Alignment("not timed", detail=f"language {sequence.language}: pocketsphinx's model is English")
+    words = known_words(sequence)
+    if words is None:
+        return Alignment("not timed", detail=f"{sequence.corpus}: no reference text")
+    if not forced_align.available():
+        return Alignment("not timed", detail="pocketsphinx is not installed")
+    by_hand = sorted({w for w in words if w in PRONUNCIATIONS and forced_align.pronunciation(w) is None})
+    started = time.perf_counter()
+    try:
+        aligned = forced_align.align(samples, words, pronunciations=PRONUNCIATIONS)
+    except (forced_align.OutOfDictionary, forced_align.AlignmentFailed) as error:
+        return Alignment("failed", seconds=time.perf_counter() - started, detail=str(error), by_hand=by_hand)
+    return Alignment("aligned", [(w.start, w.end, w.text) for w in aligned], time.perf_counter() - started, by_hand=by_hand)
+
+
+def word_tokens(text: str, digits: bool = False) -> List[str]:
+    """A transcribed word as the aligner's words (`forced_align.normalise`: "Forty-two," -> forty
+    two, "25" -> twenty five); in a digit string, a word that says digits as theirs ("409" -> four
+    zero nine, "oh" -> zero)."""
+    said = digits_of(text) if digits else []
+    return [DIGIT_WORDS[d] for d in said] if said else forced_align.normalise(text)
+
+
+def match_words(reference: Sequence[Word], hypothesis: Sequence[Word], digits: bool = False) -> Dict[int, Tuple[Optional[int], Optional[int]]]:
+    """hypothesis word -> (the reference word its first token matched, the one its last token
+    matched; None where that token matched none), for every word with a token matched: tokens
+    (`word_tokens`) matched to reference words by `align` (the same word, in order, middles
+    within MATCH_WITHIN_S, the most pairs)."""
+    tokens = [(index, token) for index, w in enumerate(hypothesis) for token in word_tokens(w[2], digits)]
+    middles = [(hypothesis[index][0] + hypothesis[index][1]) / 2 for index, _ in tokens]
+    pairs = align([(w[2], (w[0] + w[1]) / 2) for w in reference], [(token, middles[k]) for k, (_, token) in enumerate(tokens)])
+    by_token = {t: r for r, t in pairs.items()}
+    out: Dict[int, Tuple[Optional[int], Optional[int]]] = {}
+    for index in sorted({tokens[t][0] for t in by_token}):
+        mine = [k for k, (owner, _) in enumerate(tokens) if owner == index]
+        out[index] = (by_token.get(mine[0]), by_token.get(mine[-1]))
+    return out
+
+
+def versus_reference(sequence: Joined, words: Sequence[Word], reference: Sequence[Word], system: str) -> List[dict]:
+    """Every start and end of pocketsphinx's aligned words against the matched word of `system`
+    (`match_words`; difference ms = system minus pocketsphinx, None where no word matched), with
+    where the edge is: at a pause (PAUSE_SECONDS or more with no word before a start / after an
+    end; the first start and the last end always) or inside speech."""
+    matched = match_words(reference, words, digits=sequence.part == "words")
+    at: Dict[Tuple[int, str], Tuple[float, str]] = {}
+    for index, (first, last) in matched.items():
+        if first is not None:
+            at[(first, "start")] = (words[index][0], words[index][2])
+        if last is not None:
+            at[(last, "end")] = (words[index][1], words[index][2])
+    rows = []
+    for k, (start, end, text) in enumerate(reference):
+        gaps = {"start": round(start - reference[k - 1][1], 3) if k else float("inf"),  # rounded: 10 frames is 0.1 s, not 0.0999...
+                "end": round(reference[k + 1][0] - end, 3) if k + 1 < len(reference) else float("inf")}
+        for edge, value in (("start", start), ("end", end)):
+            hypothesis, word = at.get((k, edge), (None, None))
+            rows.append({"system": system, "set": sequence.set, "part": sequence.part, "corpus": sequence.corpus, "sequence": sequence.name,
+                         "edge": edge, "where": "pause" if gaps[edge] >= PAUSE_SECONDS else "inside speech",
+                         "gap_s": None if gaps[edge] == float("inf") else gaps[edge], "reference_word": text, "word": word,
+                         "reference_s": round(value, 3), "hypothesis_s": None if hypothesis is None else round(hypothesis, 3),
+                         "difference_ms": None if hypothesis is None else round(1000 * (hypothesis - value), 1)})
+    return rows
+
+
+def reference_summary(rows: List[dict]) -> List[dict]:
+    """Per set, system, where (pause, inside speech), edge (start, end) and group (all,
+    utterances, digits): `stats` of the differences (missed: no word matched)."""
+    keys: Dict[tuple, List[dict]] = {}
+    for r in rows:
+        for group in ("all", "utterances" if r["part"] == "edges" else "digits"):
+            keys.setdefault((r["set"], r["system"], r["where"], r["edge"], group), []).append(r)
+    return [{"set": set_name, "system": system, "where": where, "edge": edge, "group": group, **stats([r["difference_ms"] for r in mine])}
+            for (set_name, system, where, edge, group), mine in keys.items()]
+
+
 # -- the systems ---------------------------------------------------------------------------------------
 
 SYSTEMS = {
@@ -604,11 +734,19 @@ SYSTEMS = {
     "fw-batched": ("faster-whisper", "batched", False),
     "fw-sequential-vad": ("faster-whisper", "sequential", True),
     "fw-sequential": ("faster-whisper", "sequential", False),
+    "pocketsphinx-align": ("pocketsphinx", "align", False),  # given the true text; English only
 }
+
+
+def default_systems() -> List[str]:
+    """Every system; pocketsphinx's only where it imports."""
+    return [s for s in SYSTEMS if SYSTEMS[s][0] != "pocketsphinx" or forced_align.available()]
 
 
 def label(system: str) -> str:
     who, mode, vad = SYSTEMS[system]
+    if who == "pocketsphinx":
+        return "pocketsphinx align, known text"
     return f"{who} {mode}{', VAD' if vad else ', no VAD'}"
 
 
@@ -638,8 +776,11 @@ def transcribe(system: str, runner, samples: np.ndarray, wav_base64: str, langua
 
 
 def evaluate(runner, items: List[Joined], systems: Sequence[str], batch_size: int, progress=None, log=print,
-             done: Optional[Callable[[List[dict], List[dict]], None]] = None) -> Tuple[List[dict], List[dict]]:
-    """Every sequence through every system: (errors, runs); `done(errors, runs)` after each sequence."""
+             done: Optional[Callable[[List[dict], List[dict]], None]] = None,
+             reference: Optional[dict] = None) -> Tuple[List[dict], List[dict]]:
+    """Every sequence through every system: (errors, runs); `done(errors, runs)` after each sequence.
+    With `reference` (a dict), pocketsphinx's alignment of each sequence goes into its
+    "alignments" (by sequence) and every other system's words against it into its "rows"."""
     from worker.audio.decode import decode_audio
 
     rows, runs = [], []
@@ -647,19 +788,36 @@ def evaluate(runner, items: List[Joined], systems: Sequence[str], batch_size: in
         wav = encode_audio(sequence.audio, SAMPLE_RATE)
         samples = decode_audio(wav, 3600.0)  # what the worker hears from the WAV, for the library too
         encoded = base64.b64encode(wav).decode("ascii")
+        aligned = None
+        if reference is not None or any(SYSTEMS[s][0] == "pocketsphinx" for s in systems):
+            aligned = force_align(sequence, samples)
+            if reference is not None:
+                reference.setdefault("alignments", {})[sequence.name] = aligned.json()
         for system in systems:
             if progress is not None:
                 progress.describe(f"{sequence.name} {system}")
             started = time.perf_counter()
-            words = transcribe(system, runner, samples, encoded, sequence.language, batch_size)
-            seconds = time.perf_counter() - started
+            if SYSTEMS[system][0] == "pocketsphinx":
+                if aligned.status == "not timed":  # not English, no text: no rows, the run says why
+                    runs.append({"system": system, "sequence": sequence.name, "seconds": 0.0, "audio_seconds": round(sequence.seconds, 2),
+                                 "words": [], "not_timed": aligned.detail})
+                    if progress is not None:
+                        progress.update(sequence.seconds)
+                    continue
+                words, seconds = aligned.words, aligned.seconds  # failed: no words, every edge missed
+            else:
+                words = transcribe(system, runner, samples, encoded, sequence.language, batch_size)
+                seconds = time.perf_counter() - started
             score = word_errors if sequence.part == "words" else edge_errors
             found = score(sequence, words)
             for r in found:
                 r.update({"system": system, "set": sequence.set, "part": sequence.part, "pause_kind": sequence.pause_kind})
             rows += found
             runs.append({"system": system, "sequence": sequence.name, "seconds": round(seconds, 3), "audio_seconds": round(sequence.seconds, 2),
-                         "words": [[round(a, 3), round(b, 3), t] for a, b, t in words]})
+                         "words": [[round(a, 3), round(b, 3), t] for a, b, t in words]}
+                        | ({"alignment_failed": aligned.detail} if SYSTEMS[system][0] == "pocketsphinx" and aligned.status == "failed" else {}))
+            if reference is not None and aligned.status == "aligned" and SYSTEMS[system][0] != "pocketsphinx":
+                reference.setdefault("rows", []).extend(versus_reference(sequence, words, aligned.words, system))
             if progress is not None:
                 progress.update(sequence.seconds)
         scored = [r["error_ms"] for r in rows if r["sequence"] == sequence.name and r["error_ms"] is not None]
@@ -737,6 +895,63 @@ def _short(row: Optional[dict]) -> List[str]:
     return [f"{row['median_ms']:.0f} / {row['p90_ms']:.0f}", f"{100 * row['within_100']:.0f} %", f"{row['signed_median_ms']:+.0f}", str(row["n"])]
 
 
+def _pair(row: Optional[dict]) -> List[str]:
+    if row is None or row["median_ms"] is None:
+        return ["–", "–", "–", str(row["n"] if row else 0)]
+    return [f"{row['median_ms']:.0f} / {row['p90_ms']:.0f}", f"{100 * row['within_50']:.0f} / {100 * row['within_100']:.0f} / {100 * row['within_200']:.0f}",
+            f"{row['signed_median_ms']:+.0f}", f"{row['n']}" + (f" ({row['missed']} unmatched)" if row["missed"] else "")]
+
+
+WHERE = (("pause", "at pauses"), ("inside speech", "inside continuous speech"))
+
+
+def _alignment_notes(reference: dict) -> List[str]:
+    alignments = reference.get("alignments", {})
+    failed = {name: a["detail"] for name, a in alignments.items() if a["status"] == "failed"}
+    skipped = sorted({a["detail"] for a in alignments.values() if a["status"] == "not timed"})
+    by_hand = sorted({w for a in alignments.values() for w in a["pronounced_by_hand"]})
+    aligned = [a for a in alignments.values() if a["status"] == "aligned"]
+    lines = [f"- aligned: {len(aligned)} sequences, {sum(len(a['words']) for a in aligned)} words, "
+             f"{sum(a['seconds'] for a in aligned):.1f} s of pocketsphinx"]
+    lines += [f"- failed: {name}: {detail}" for name, detail in sorted(failed.items())]
+    if skipped:
+        lines.append(f"- not aligned: {'; '.join(skipped)}")
+    if by_hand:
+        lines.append("- pronounced by hand (not in its dictionary): " + ", ".join(f"{w} /{reference['pronunciations'][w]}/" for w in by_hand))
+    return lines
+
+
+def reference_lines(data: dict) -> List[str]:
+    """The report's section on the independent reference: every system against pocketsphinx's alignment."""
+    reference = data.get("reference")
+    if not reference:
+        return []
+    lines = ["", "## Against pocketsphinx's alignment (an independent reference, not ground truth)", "",
+             f"{reference['aligner']} aligned the known text of every English sequence with one (not VCTK's: no transcripts) over its audio; "
+             "each system's words are matched to its words (the same word normalised, in order, middles within 1 s) and their starts and ends "
+             "compared: system minus pocketsphinx, ms. pocketsphinx is itself an aligner with its own error (10 ms frames): these are "
+             "differences between two estimates, neither of them the level threshold the trimmed reference and the worker's refinement share. "
+             f"At pauses: the aligned word's start after, or end before, {PAUSE_SECONDS:g} s or more with no word; "
+             "inside continuous speech: less than that between two words (what the trimmed edges cannot measure).", ""]
+    lines += _alignment_notes(reference)
+    summary = reference.get("summary", [])
+    systems = [x for x in data["settings"]["systems"] if any(r["system"] == x for r in summary)]
+    headers = ["system", "edges", "starts median / p90", "% within 50 / 100 / 200", "signed", "n", "ends median / p90", "% within 50 / 100 / 200", "signed", "n"]
+    for set_name in data["settings"]["sets"]:
+        for group, title in (("all", "all"), ("utterances", "utterances"), ("digits", "digit strings")):
+            rows = []
+            for system in systems:
+                for where, name in WHERE:
+                    start, end = (next((r for r in summary if (r["set"], r["system"], r["where"], r["edge"], r["group"]) == (set_name, system, where, e, group)), None)
+                                  for e in ("start", "end"))
+                    if start or end:
+                        rows.append([label(system), name, *_pair(start), *_pair(end)])
+            if rows:
+                lines += ["", f"### Against pocketsphinx: {set_name}, {title}", ""]
+                lines.append(report.markdown_table(headers, rows))
+    return lines
+
+
 def markdown(data: dict) -> str:
     s = data["settings"]
     lines = [f"# Word timing — {data['created']}", "", f"`{data['command']}`", "",
@@ -750,6 +965,7 @@ def markdown(data: dict) -> str:
               "", "## Targets (issue #30, held-out set; informative, nothing fails)", ""]
     lines += [f"- {'met' if t['met'] else 'not met'}: {t['target']} — {label(t['system'])}: {t['value']}" for t in data["targets"]]
     lines += tables(data)
+    lines += reference_lines(data)
     lines += ["", "## Construction", ""]
     lines += [f"- {name}: {count} clips" for name, count in data["clips"].items()]
     if data["left_out"]:
@@ -789,10 +1005,37 @@ def console(data: dict) -> str:
                 start, end = (_find(summary, set_name, "edges", system, e, "language " + x) for e in ("start", "end"))
                 cells.append(f"{_cell(start)[0]:>5s} / {_cell(end)[0]:<4s}")
             lines.append(f"  {label(system):34s} " + "".join(f"{c:>12s}" for c in cells))
+    lines += reference_console(data)
     lines.append("\ntargets (held-out, informative): starts median <= 50 ms and >= 90 % within 100 ms; ends median <= 80 ms; every boundary median <= 60 ms")
     for t in data["targets"]:
         lines.append(f"  {'met' if t['met'] else 'not met':8s} {t['target']:52s} {label(t['system']):34s} {t['value']}")
     return "\n".join(lines)
+
+
+def reference_console(data: dict) -> List[str]:
+    """Every system against pocketsphinx's alignment, compact: per set, at pauses and inside speech."""
+    reference = data.get("reference")
+    if not reference:
+        return []
+    summary = reference.get("summary", [])
+    lines = []
+    for set_name in data["settings"]["sets"]:
+        systems = [x for x in data["settings"]["systems"] if any(r["system"] == x and r["set"] == set_name for r in summary)]
+        if not systems:
+            continue
+        lines.append(f"\nagainst pocketsphinx's alignment (independent, not ground truth) — {set_name}: |system - pocketsphinx| "
+                     "median / p90 ms, % within 50/100/200 ms, n")
+        for system in systems:
+            for where, name in WHERE:
+                cells = []
+                for edge in ("start", "end"):
+                    row = next((r for r in summary if (r["set"], r["system"], r["where"], r["edge"], r["group"]) == (set_name, system, where, edge, "all")), None)
+                    cell = _pair(row)
+                    cells.append(f"{edge} {cell[0]:>11s} {cell[1]:>12s} n {cell[3]}")
+                lines.append(f"  {label(system):34s} {name:25s} " + " | ".join(cells))
+    notes = _alignment_notes(reference)
+    lines += ["  " + x[2:] for x in notes]
+    return lines
 
 
 TRIM_RULE = (f"level = RMS of a {WINDOW / SAMPLE_RATE * 1000:.0f} ms window centred on each sample after a {HIGH_PASS_HZ:.0f} Hz high-pass; "
@@ -806,7 +1049,8 @@ TRIM_RULE = (f"level = RMS of a {WINDOW / SAMPLE_RATE * 1000:.0f} ms window cent
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_shared(parser, "model", "device", "compute_type", "batch_size", notes={"batch_size": "of the batched modes (the worker's and BatchedInferencePipeline's)"})
-    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ", ".join(SYSTEMS))
+    parser.add_argument("--systems", default=",".join(default_systems()),
+                        help="comma-separated subset of " + ", ".join(SYSTEMS) + " [all; pocketsphinx-align where pocketsphinx imports]")
     parser.add_argument("--sets", default="tuning,held-out", help="tuning, held-out or both [%(default)s]")
     parser.add_argument("--corpora", default=",".join(CORPORA), help="comma-separated subset of " + ", ".join(CORPORA) + " (digits: every word boundary)")
     parser.add_argument("--languages", default=None, help="comma-separated language codes (en, de, es, fr, pt) [all]")
@@ -822,6 +1066,15 @@ def _names(text: Optional[str], allowed: Sequence[str], what: str) -> List[str]:
     return names
 
 
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
+
+
 def run(args) -> int:
     from worker.config import Settings
     from worker.entries.runpod import JobRunner
@@ -831,6 +1084,8 @@ def run(args) -> int:
 
     began = time.perf_counter()
     systems = _names(args.systems, list(SYSTEMS), "system(s)")
+    if any(SYSTEMS[x][0] == "pocketsphinx" for x in systems) and not forced_align.available():
+        raise SystemExit("pocketsphinx-align needs pocketsphinx: pip install 'pocketsphinx>=5.0,<6' (the bench extra has it)")
     sets = _names(args.sets, list(SEEDS), "set(s)")
     corpora = _names(args.corpora, CORPORA, "corpus (corpora)")
     languages = [x.strip() for x in args.languages.split(",")] if args.languages else None
@@ -846,6 +1101,10 @@ def run(args) -> int:
     print(f"{len(items)} sequences, {sum(x.seconds for x in items):.0f} s of audio; {len(systems)} systems; {len(left_out)} clips left out")
     machine = facts.machine()
     out = args.out or str(ROOT / "benchmarks" / "results" / f"timing-{runner.engine.model.device}-{dt.date.today().isoformat()}")
+    reference = None  # every system against pocketsphinx's alignment, where pocketsphinx imports
+    if forced_align.available():
+        reference = {"aligner": f"pocketsphinx {_version('pocketsphinx')} (en-us model, CMU dictionary, no pruning)", "pause_seconds": PAUSE_SECONDS,
+                     "pronunciations": PRONUNCIATIONS, "alignments": {}, "rows": [], "summary": []}
     os.makedirs(out, exist_ok=True)
     data = {
         "created": dt.datetime.now().isoformat(timespec="seconds"),
@@ -854,7 +1113,7 @@ def run(args) -> int:
                      "batch_size": args.batch_size, "systems": systems, "sets": sets, "corpora": corpora, "languages": languages, "limit": args.limit},
         "machine": machine, "versions": facts.versions(), "complete": False, "sequences_done": 0,
         "wall_seconds": None, "audio_seconds": round(sum(x.seconds for x in items), 1),
-        "trim_rule": TRIM_RULE, "clips": dict(clip_counts), "left_out": left_out,
+        "trim_rule": TRIM_RULE, "clips": dict(clip_counts), "left_out": left_out, "reference": reference,
         "sequences": [{"name": x.name, "set": x.set, "part": x.part, "corpus": x.corpus, "language": x.language, "pause_kind": x.pause_kind,
                        "seconds": round(x.seconds, 3),
                        "items": [{"clip": p.clip.name, "speaker": p.clip.speaker, "start_s": round(p.start / SAMPLE_RATE, 4), "end_s": round(p.end / SAMPLE_RATE, 4),
@@ -866,13 +1125,15 @@ def run(args) -> int:
     def write(rows: List[dict], runs: List[dict], complete: bool = False) -> None:
         """The report so far (after every sequence: a run cut short still leaves its figures)."""
         summary = summarise(rows)
+        if reference is not None:
+            reference["summary"] = reference_summary(reference["rows"])
         data.update({"complete": complete, "sequences_done": len(runs) // max(len(systems), 1), "wall_seconds": round(time.perf_counter() - began, 1),
                      "summary": summary, "targets": targets(summary, systems), "results": rows, "runs": runs})
         report.write_json(os.path.join(out, "results.json"), data)
         report.write_markdown(os.path.join(out, "results.md"), markdown(data))
 
     with progress_bar(sum(x.seconds for x in items) * len(systems), "timing", enabled=not args.quiet) as bar:
-        rows, runs = evaluate(runner, items, systems, args.batch_size, bar, done=write)
+        rows, runs = evaluate(runner, items, systems, args.batch_size, bar, done=write, reference=reference)
     runner.engine.close()
     machine["load_average_at_start"], machine["load_average"] = machine["load_average"], facts.load_average()
     write(rows, runs, complete=True)

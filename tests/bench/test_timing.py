@@ -151,15 +151,16 @@ def test_the_command_runs_end_to_end_on_a_tiny_subset(tiny_en_dir, tmp_path):
     data = json.loads((out / "results.json").read_text())
     assert {"created", "command", "settings", "machine", "versions", "wall_seconds", "audio_seconds", "trim_rule", "clips",
             "left_out", "sequences", "summary", "targets", "results", "runs"} <= set(data)
-    assert data["settings"]["systems"] == list(timing.SYSTEMS) and data["settings"]["sets"] == ["held-out"]
+    systems = timing.default_systems()  # every system; pocketsphinx's where it imports
+    assert data["settings"]["systems"] == systems and data["settings"]["sets"] == ["held-out"]
     assert data["machine"]["cpu_logical_cores"] >= 1 and data["versions"]["faster-whisper"]
     parts = {s["part"] for s in data["sequences"]}
     assert parts == {"edges", "words"} and {s["corpus"] for s in data["sequences"]} == {"harvard", "digits"}
     for sequence in data["sequences"]:
         assert all(0 < i["start_s"] < i["end_s"] <= sequence["seconds"] for i in sequence["items"])
     items = sum(len(s["items"]) for s in data["sequences"])
-    assert len(data["results"]) == 2 * items * len(timing.SYSTEMS)  # every edge of every clip, by every system
-    assert len(data["runs"]) == len(data["sequences"]) * len(timing.SYSTEMS)
+    assert len(data["results"]) == 2 * items * len(systems)  # every edge of every clip, by every system (all English here)
+    assert len(data["runs"]) == len(data["sequences"]) * len(systems)
     for row in data["results"]:
         assert {"system", "set", "part", "sequence", "clip", "language", "edge", "reference_s", "hypothesis_s", "error_ms", "word"} <= set(row)
         if row["error_ms"] is not None:
@@ -167,7 +168,7 @@ def test_the_command_runs_end_to_end_on_a_tiny_subset(tiny_en_dir, tmp_path):
     scored = [r["error_ms"] for r in data["results"] if r["error_ms"] is not None]
     assert len(scored) > len(data["results"]) / 2  # tiny.en times most edges
     summary = {(s["part"], s["system"], s["edge"], s["group"]): s for s in data["summary"]}
-    for system in timing.SYSTEMS:
+    for system in systems:
         for key in (("edges", system, "start", "all"), ("edges", system, "end", "all"), ("words", system, "boundary", "all")):
             assert {"n", "missed", "median_ms", "p90_ms", "within_50", "within_100", "within_200", "signed_median_ms",
                     "median_loud_ms"} <= set(summary[key])
@@ -175,3 +176,9 @@ def test_the_command_runs_end_to_end_on_a_tiny_subset(tiny_en_dir, tmp_path):
     markdown = (out / "results.md").read_text()
     assert "## Targets" in markdown and "worker batched, VAD" in markdown and "faster-whisper sequential, no VAD" in markdown
     assert "targets (held-out, informative)" in done.stdout
+    if "pocketsphinx-align" in systems:  # the aligner given the true text, and every system against its alignment
+        assert "pocketsphinx align, known text" in markdown and "## Against pocketsphinx's alignment" in markdown
+        assert "against pocketsphinx's alignment" in done.stdout
+        assert {a["status"] for a in data["reference"]["alignments"].values()} == {"aligned"}
+        compared = {r["system"] for r in data["reference"]["summary"]}
+        assert compared == set(systems) - {"pocketsphinx-align"}
