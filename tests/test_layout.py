@@ -28,7 +28,8 @@ ALLOWED: Dict[str, Set[str]] = {
     "decoding": {"floor", "request", "audio", "adapter"},
     "speakers": {"floor", "audio"},
     "service": {"floor", "request", "audio", "decoding", "speakers"},
-    "entries": {"floor", "request", "formats", "service"},
+    "live": {"floor", "request", "audio", "decoding", "adapter"},
+    "entries": {"floor", "request", "formats", "service", "live"},
     "main": {"floor", "request", "audio", "decoding", "speakers", "formats", "service", "entries"},
 }
 # outside the adapter, only the model registry may import faster-whisper, and only its public API
