@@ -76,6 +76,9 @@ class Settings:
     port_health: Optional[int] = setting("PORT_HEALTH", None, "The openai mode's /ping port: 204 while the model loads, 200 once it can serve.", shown="(the value of PORT)",
                                          check=(lambda value: value is None or 1 <= value <= 65535, "must be 1..65535"))
     upload_timeout: float = setting("WHISPER_UPLOAD_TIMEOUT", 120.0, "The openai mode's wall-clock limit for receiving one upload, in seconds (a slower client gets 408; no transcription slot is held meanwhile).", bounds=(1, 3600))
+    realtime_sessions: int = setting("WHISPER_REALTIME_SESSIONS", 16, "The openai mode's most live transcription sessions (`/v1/realtime`) at once; a further one gets an `error` event and close code 1013 (try again later).", bounds=(1, 1024))
+    realtime_max_buffer_seconds: float = setting("WHISPER_REALTIME_MAX_BUFFER_SECONDS", 60.0, "Most uncommitted audio one live session may hold, in seconds: with server VAD a turn that reaches it is committed at once; with manual commits an append past it is refused (an `error` event) and dropped.", bounds=(1, 600))
+    realtime_idle_timeout: float = setting("WHISPER_REALTIME_IDLE_TIMEOUT", 60.0, "Seconds a live session may go without any client message before the server closes it (an `error` event `idle_timeout`, then close code 1000).", bounds=(1, 86_400))
 
     def __post_init__(self) -> None:
         if self.concurrency == 0:

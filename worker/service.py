@@ -57,8 +57,9 @@ class Service:
         self.settings = settings
         self.engine = engine
         self.sources = AudioSources(settings)
-        # One thread per job in flight (asyncio's default pool has only cores + 4 threads).
-        self._threads = ThreadPoolExecutor(max_workers=settings.concurrency + 1, thread_name_prefix="whisper-job")
+        # One thread per job in flight (asyncio's default pool has only cores + 4 threads), two per live session (a turn, a partial).
+        self._threads = ThreadPoolExecutor(max_workers=settings.concurrency + 2 * settings.realtime_sessions + 1,
+                                           thread_name_prefix="whisper-job")
         self._speakers: Optional[Speakers] = None
         self._speakers_lock = threading.Lock()
 
@@ -137,6 +138,13 @@ class Service:
             timings.total = time.perf_counter() - started
             _log_job(job_id, outcome, source, audio_seconds, timings)
 
+    def transcribe_samples(self, samples: np.ndarray, request: TranscriptionRequest, job_id: str = "live",
+                           cancelled: Optional[threading.Event] = None, urgent: bool = True, logged: bool = True) -> Transcript:
+        """A live turn: 16 kHz float32 samples in memory, through the file jobs' engine and scheduler on the calling thread (`urgent`:
+        ahead of their queued windows); `request` from `parse(..., uploaded=True)`, the file endpoint's defaults."""
+        return _timed_turn(job_id, samples.shape[-1] / SAMPLE_RATE, logged,
+                           lambda timings: self.engine.transcribe(samples, request, job_id, None, cancelled, timings, urgent=urgent))
+
     def _by_channel(self, audio: np.ndarray, request: TranscriptionRequest, job_id: str, cancelled, timings: Timings) -> Transcript:
         """Each channel transcribed on its own, at once (batched jobs share device batches), each
         timed apart; the job's engine stages are those of the channel the merge takes as the main
@@ -199,6 +207,22 @@ class Service:
             except WorkerError as exc:
                 raise type(exc)(exc.message, field=f"known_speakers[{index}].audio") from None
         return clips
+
+
+def _timed_turn(job_id: str, seconds: float, logged: bool, work: Callable[[Timings], Transcript]) -> Transcript:
+    """work(timings), with the total time and, when `logged`, one log line as for a job (source=live)."""
+    started, timings, outcome = time.perf_counter(), Timings(), "crashed"  # stays so only if a bug escapes
+    try:
+        transcript = work(timings)
+        outcome = "ok"
+        return transcript
+    except WorkerError as exc:
+        outcome = exc.code
+        raise
+    finally:
+        timings.total = time.perf_counter() - started
+        if logged:
+            _log_job(job_id, outcome, "live", seconds, timings)
 
 
 def _log_job(job_id: str, outcome: str, source: str, audio_seconds: float, timings: Timings) -> None:

@@ -96,10 +96,13 @@ class Engine:
         on_segment: Optional[SegmentCallback] = None,
         cancelled: Optional[threading.Event] = None,
         timings: Optional[Timings] = None,
+        urgent: bool = False,
     ) -> Transcript:
         """`audio`: samples, or a DecodingAudio still being decoded (a batched job starts on
         its first seconds; a sequential one waits for all of it). `timings`: the job's, whose
-        vad, queue and inference stages this fills (a new one if none); the transcript carries it."""
+        vad, queue and inference stages this fills (a new one if none); the transcript carries it.
+        `urgent`: every window of a batched job goes to the front of the scheduler's queue (a
+        live turn someone is waiting for: short, high-priority work beside file jobs)."""
         self.check(request)
         cancelled = cancelled or threading.Event()
         timings = timings if timings is not None else Timings()
@@ -109,7 +112,7 @@ class Engine:
         job = None
         try:
             if options.is_batched:
-                scheduled = _ScheduledDevice(self.scheduler, job_id, cancelled)
+                scheduled = _ScheduledDevice(self.scheduler, job_id, cancelled, urgent)
                 job = BatchedJob(self.model.whisper, source, options, scheduled, cancelled, self.host, self.in_flight)
                 segments = job.segments()
                 view = source.view  # a segment's audio is decoded before the segment is made
@@ -155,18 +158,20 @@ class Engine:
 
 class _ScheduledDevice:
     """A batched job's device: the shared scheduler, with the job's queue time (its first
-    window's wait) and inference time (the batches that held its windows) kept."""
+    window's wait) and inference time (the batches that held its windows) kept. An urgent job's
+    windows all go to the front of the queue."""
 
-    def __init__(self, scheduler: BatchScheduler, job_id: str, cancelled: threading.Event):
+    def __init__(self, scheduler: BatchScheduler, job_id: str, cancelled: threading.Event, urgent: bool = False):
         self.scheduler = scheduler
         self.job_id = job_id
         self.cancelled = cancelled
+        self.urgent = urgent
         self.queue_seconds = 0.0
         self._batches: dict = {}
         self._first = True
 
     def submit(self, key, windows, context, urgent: bool = False):
-        return self.scheduler.submit(key, windows, context, self.job_id, self.cancelled, urgent)
+        return self.scheduler.submit(key, windows, context, self.job_id, self.cancelled, urgent or self.urgent)
 
     def wait(self, request):
         request = self.scheduler.wait(request)

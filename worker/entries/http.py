@@ -3,6 +3,7 @@ load-balancing endpoints, so the official `openai` client works unchanged.
 
     POST /v1/audio/transcriptions, /v1/audio/translations   multipart, as OpenAI defines them
     GET  /v1/models                                          the served model
+    GET  /v1/realtime (WebSocket)                            live transcription sessions (worker/entries/realtime.py)
     GET  /ping                                               204 while the model loads, 200 after
 
 RunPod's load-balancing conventions (docs.runpod.io/serverless/load-balancing/overview): the
@@ -44,6 +45,7 @@ from worker.errors import StorageError, WorkerError
 from worker.formats.openai import GENERATED_LABEL, HttpShape, http_body
 from worker.request.schema import TranscriptionRequest
 from worker.service import Outcome
+from worker.entries.realtime import MAX_MESSAGE_BYTES, add_realtime
 from worker.entries.upload import FORM_OVERHEAD, MAX_FIELDS_BYTES, ClientGone, Refused, boundary_of, openai_error, receive_form
 
 log = logging.getLogger("worker.openai")
@@ -92,6 +94,7 @@ def create_app(readiness: Readiness) -> FastAPI:
         return slots["jobs"]
 
     _add_ping(app, readiness)
+    add_realtime(app, readiness)
 
     @app.get("/v1/models")
     async def models():
@@ -308,7 +311,8 @@ def serve(settings, load: Callable[[], Any]) -> None:
     import uvicorn
 
     readiness = Readiness()
-    servers = [uvicorn.Server(uvicorn.Config(create_app(readiness), host="0.0.0.0", port=settings.port, log_level="warning"))]
+    servers = [uvicorn.Server(uvicorn.Config(create_app(readiness), host="0.0.0.0", port=settings.port, log_level="warning",
+                                             ws_max_size=MAX_MESSAGE_BYTES))]
     if settings.health_port != settings.port:
         servers.append(uvicorn.Server(uvicorn.Config(create_health_app(readiness), host="0.0.0.0", port=settings.health_port, log_level="warning")))
     failure: List[BaseException] = []
