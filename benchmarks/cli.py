@@ -10,10 +10,10 @@ import argparse
 import sys
 from typing import Dict, List, Optional
 
-from . import compare, diarization, gpu, load, longform, pipeline, timing, weights
+from . import compare, diarization, gpu, load, longform, pipeline, realtime, timing, weights
 from .command import Command
 
-MODULES = (compare, weights, longform, diarization, pipeline, load, gpu, timing)  # in the order `--help` lists them
+MODULES = (compare, weights, longform, diarization, pipeline, load, gpu, timing, realtime)  # in the order `--help` lists them
 COMMANDS: Dict[str, Command] = {module.COMMAND.name: module.COMMAND for module in MODULES}
 
 

@@ -11,7 +11,7 @@ from benchmarks.command import SHARED, Command, add_shared
 
 
 def test_every_command_is_one_declaration_in_its_own_module():
-    assert list(cli.COMMANDS) == ["compare", "export-hf", "longform", "diarization", "pipeline", "load", "gpu", "timing"]
+    assert list(cli.COMMANDS) == ["compare", "export-hf", "longform", "diarization", "pipeline", "load", "gpu", "timing", "realtime"]
     for module in cli.MODULES:
         command = module.COMMAND
         assert isinstance(command, Command) and cli.COMMANDS[command.name] is command
@@ -19,7 +19,7 @@ def test_every_command_is_one_declaration_in_its_own_module():
         assert command.help and "\n" not in command.help
 
 
-@pytest.mark.parametrize("name", ["", "compare", "export-hf", "longform", "diarization", "pipeline", "load", "gpu", "timing"])
+@pytest.mark.parametrize("name", ["", "compare", "export-hf", "longform", "diarization", "pipeline", "load", "gpu", "timing", "realtime"])
 def test_every_command_has_a_help(name, capsys):
     with pytest.raises(SystemExit) as done:
         cli.build_parser().parse_args([name, "--help"] if name else ["--help"])
@@ -56,8 +56,8 @@ def test_a_shared_flag_has_one_help_wherever_it_appears():
                 if shared["flag"] in action.option_strings:
                     assert action.help.startswith(shared["help"]), (name, action.help)
                     helps.setdefault(key, set()).add(name)
-    assert helps["out"] == {"compare", "longform", "diarization", "pipeline", "load", "gpu", "timing"}
-    assert helps["model"] == {"compare", "longform", "diarization", "timing"}
+    assert helps["out"] == {"compare", "longform", "diarization", "pipeline", "load", "gpu", "timing", "realtime"}
+    assert helps["model"] == {"compare", "longform", "diarization", "timing", "realtime"}
 
 
 def test_add_shared_refuses_a_flag_it_does_not_declare():
