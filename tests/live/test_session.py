@@ -450,3 +450,21 @@ def test_an_early_final_decode_is_dropped_when_speech_comes_back_before_speech_s
         assert session_module.EARLY_MS - 2 <= after <= session_module.EARLY_MS + 132
         await client.session.close()
     run(test)
+
+
+def test_appends_are_refused_while_too_many_committed_turns_wait_for_their_decodes():
+    async def test():
+        transcriber = FakeTranscriber(block=True)  # no decode ever finishes
+        client = Client(transcriber)
+        await client.update(format={"type": "audio/pcm", "rate": 16000}, turn_detection=None)
+        tone = (0.1 * np.sin(np.arange(SAMPLE_RATE // 5) / 5)).astype(np.float32)  # 200 ms
+        for _ in range(session_module.MAX_PENDING_TURNS):
+            await client.append(tone)
+            await client.send({"type": "input_audio_buffer.commit"})
+        assert len(client.of("input_audio_buffer.committed")) == session_module.MAX_PENDING_TURNS and not client.of("error")
+        await client.append(tone)
+        errors = client.of("error")
+        assert errors and errors[0]["error"]["code"] == "transcription_backlog" and errors[0]["error"]["param"] == "audio"
+        await client.session.close()  # the blocked decodes are cancelled
+        assert all(event.is_set() for event in transcriber.cancelled)
+    run(test)

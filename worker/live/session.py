@@ -11,7 +11,9 @@ session's audio), holds `prefix_padding_ms` of audio before it, and is committed
 the end of that speech; the committed audio runs on to where the silence was heard), or once it
 holds WHISPER_REALTIME_MAX_BUFFER_SECONDS. Outside a turn only the last `prefix_padding_ms` + 1 s
 are kept. Without turn detection the client commits (at least 100 ms), and an append that would
-take the buffer past the limit is refused and dropped.
+take the buffer past the limit is refused and dropped. While MAX_PENDING_TURNS committed turns
+wait for their decodes, appends are refused too (an `error` event): a client sending audio faster
+than it can be transcribed cannot queue work and memory without bound.
 
 Partial text: about once a second (PARTIAL_INTERVAL_S) the open turn (its last 30 s at most) is
 decoded again, greedily, and `delta` events carry the text the agreement policy
@@ -55,6 +57,7 @@ PARTIAL_INTERVAL_S = 1.0  # how often the open turn is decoded again for partial
 PARTIAL_WINDOW_S = 30.0  # the most of the open turn a partial decode reads (its end)
 MIN_PARTIAL_S = 0.5  # a turn this long at least before its first partial decode
 MIN_NEW_AUDIO_S = 0.25  # audio since the last partial decode needed for another
+MAX_PENDING_TURNS = 4  # committed turns of one session waiting for their decode: more, and appends are refused
 EARLY_MS = 200  # silence after a turn's speech at which its final decode starts (speech_stopped comes at silence_duration_ms)
 MIN_COMMIT_MS = 100  # OpenAI's input_audio_buffer_commit_empty limit
 IDLE_KEEP_S = 1.0  # kept before a turn's speech beyond prefix_padding_ms, outside turns
@@ -288,6 +291,9 @@ class LiveAudio:
             await self._ingest(np.zeros(0, dtype=np.float32), self.buffer.view(self.buffer.start, self.buffer.end))
 
     async def append(self, data: bytes) -> None:
+        if self.decoder.pending >= MAX_PENDING_TURNS:  # audio sent faster than it is transcribed: back-pressure, not a queue
+            raise ProtocolError(f"{self.decoder.pending} committed turns are still being transcribed; this append was dropped "
+                                "(send audio no faster than it is transcribed)", "audio", "transcription_backlog")
         if self.detector is None and self.buffer.size + len(data) // 2 * SAMPLE_RATE // self.session.config.rate > self.max_samples:
             raise ProtocolError(f"the input audio buffer holds at most {self.max_samples / SAMPLE_RATE:g} s; this append was dropped "
                                 "(commit or clear the buffer)", "audio", "input_audio_buffer_full")
