@@ -19,12 +19,12 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Optional
 
+from worker.audio.pcm import PCM_RATES
 from worker.languages import LANGUAGE_CODES
 from worker.request.schema import MAX_PROMPT_CHARS
 
 PCM_TYPE = "audio/pcm"
-DEFAULT_RATE = 24000
-RATES = (24000, 16000)
+DEFAULT_RATE = 24000  # OpenAI's clients send 24 kHz; PCM_RATES (worker/audio/pcm.py) are those the resampler takes
 # OpenAI's transcription models, accepted as names of the served model (as the file endpoint
 # accepts whisper-1): a client written for OpenAI changes only its URL.
 MODEL_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-live-transcribe")
@@ -223,7 +223,7 @@ def apply_update(config: SessionConfig, session: Any, models: Iterable[str]) -> 
     if source.value.get("format") is not None:
         form = _Fields(source.value["format"], source.param("format"), ("type", "rate"))
         form.get("type", lambda v: v == PCM_TYPE, f"{PCM_TYPE!r} (16-bit little-endian mono PCM; G.711 is not supported)")
-        rate = form.get("rate", lambda v: v in RATES and _is_whole(v), "24000 or 16000", nullable=True)
+        rate = form.get("rate", lambda v: v in PCM_RATES and _is_whole(v), " or ".join(map(str, sorted(PCM_RATES, reverse=True))), nullable=True)
         config = dataclasses.replace(config, rate=rate or DEFAULT_RATE)
     _noise_reduction(source, "noise_reduction")
     if source.has("transcription"):
