@@ -468,3 +468,33 @@ def test_appends_are_refused_while_too_many_committed_turns_wait_for_their_decod
         await client.session.close()  # the blocked decodes are cancelled
         assert all(event.is_set() for event in transcriber.cancelled)
     run(test)
+
+
+def test_a_large_append_does_not_hold_the_event_loop():
+    """Minutes of audio in one append: the conversion and Silero run off the event loop, so
+    another coroutine (another session, an HTTP request) keeps being served meanwhile."""
+    async def test():
+        client = Client()
+        await client.update(format={"type": "audio/pcm", "rate": 24000})
+        speech = np.tile(clip("ljspeech/LJ001-0002.wav"), 6)  # about 60 s at 16 kHz, sent as 24 kHz bytes: 40 s
+        gaps, stop = [], asyncio.Event()
+
+        async def heartbeat():
+            last = asyncio.get_running_loop().time()
+            while not stop.is_set():
+                await asyncio.sleep(0.005)
+                now = asyncio.get_running_loop().time()
+                gaps.append(now - last)
+                last = now
+
+        beating = asyncio.ensure_future(heartbeat())
+        await asyncio.sleep(0.02)
+        started = asyncio.get_running_loop().time()
+        await client.append(speech, rate=24000, piece_s=len(speech) / 24000)  # one append
+        took = asyncio.get_running_loop().time() - started
+        stop.set()
+        await beating
+        assert took > 0.1  # there was work to do
+        assert max(gaps) < 0.1, f"the event loop was held {max(gaps):.3f} s during a {took:.2f} s append"
+        await client.session.close()
+    run(test)

@@ -297,7 +297,9 @@ class LiveAudio:
         if self.detector is None and self.buffer.size + len(data) // 2 * SAMPLE_RATE // self.session.config.rate > self.max_samples:
             raise ProtocolError(f"the input audio buffer holds at most {self.max_samples / SAMPLE_RATE:g} s; this append was dropped "
                                 "(commit or clear the buffer)", "audio", "input_audio_buffer_full")
-        await self._ingest(self.pcm.feed(data))
+        # the conversion and Silero run on a thread: a large append (up to 16 MiB, minutes of
+        # audio) must not hold the event loop that every other session and request shares
+        await self._ingest(await asyncio.to_thread(self.pcm.feed, data))
 
     async def _ingest(self, samples: np.ndarray, detect: Optional[np.ndarray] = None) -> None:
         """Buffer the samples; with server VAD, run detection on them (or on `detect`, audio
@@ -307,7 +309,7 @@ class LiveAudio:
             return
         detect = samples if detect is None else detect
         for first in range(0, max(detect.size, 1), PIECE):
-            for event in self.detector.feed(detect[first:first + PIECE]):
+            for event in await asyncio.to_thread(self.detector.feed, detect[first:first + PIECE]):
                 await self._turn_event(event.kind, self.origin + event.sample)
             self._decode_early()
             if self.turn is not None and self.buffer.end - self.turn.start >= self.max_samples:
