@@ -12,7 +12,7 @@ from typing import List, Tuple
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import worker.live.turns as turns_module
@@ -231,6 +231,7 @@ class ScriptedSilero:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.floats(0, 1), max_size=300), st.sampled_from([0.2, 0.5, 0.8]), st.integers(0, 1000), st.integers(0, 400))
+@example([1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0], 0.2, 0, 33)
 def test_events_alternate_and_keep_their_rules_for_any_probabilities(probabilities, threshold, silence_ms, min_speech_ms):
     ScriptedSilero.script = probabilities
     with pytest.MonkeyPatch.context() as patch:
@@ -245,7 +246,10 @@ def test_events_alternate_and_keep_their_rules_for_any_probabilities(probabiliti
         first, last = start // 512, end // 512  # the turn's first window, the first of its final silence
         assert start % 512 == 0 and end % 512 == 0 and start < end
         assert probabilities[first] >= threshold  # starts on a window over the threshold ...
-        assert k == 0 or all(p < threshold for p in probabilities[pairs(events)[k - 1][1] // 512:first])  # ... the first since the last turn
+        # ... right after a window under it (a blip under min_speech_ms between two turns is no turn: found in CI,
+        # probabilities [1, 1, 0, 1, 0, 1, 1] with silence 0 ms and min_speech 33 ms)
+        assert first == 0 or probabilities[first - 1] < threshold
+        assert k == 0 or first >= pairs(events)[k - 1][1] // 512
         assert probabilities[last - 1] >= off  # ends after a speech window
         assert timed[2 * k][1] >= start + min_speech_ms * MS  # announced only after min_speech_ms
         if 2 * k + 1 < len(timed):  # stopped by the rules, not by end_turn
