@@ -139,10 +139,10 @@ class Service:
             _log_job(job_id, outcome, source, audio_seconds, timings)
 
     def transcribe_samples(self, samples: np.ndarray, request: TranscriptionRequest, job_id: str = "live",
-                           cancelled: Optional[threading.Event] = None, urgent: bool = True, logged: bool = True) -> Transcript:
+                           cancelled: Optional[threading.Event] = None, urgent: bool = True) -> Transcript:
         """A live turn: 16 kHz float32 samples in memory, through the file jobs' engine and scheduler on the calling thread (`urgent`:
         ahead of their queued windows); `request` from `parse(..., uploaded=True)`, the file endpoint's defaults."""
-        return _timed_turn(job_id, samples.shape[-1] / SAMPLE_RATE, logged,
+        return _timed_turn(job_id, samples.shape[-1] / SAMPLE_RATE,
                            lambda timings: self.engine.transcribe(samples, request, job_id, None, cancelled, timings, urgent=urgent))
 
     def _by_channel(self, audio: np.ndarray, request: TranscriptionRequest, job_id: str, cancelled, timings: Timings) -> Transcript:
@@ -209,8 +209,8 @@ class Service:
         return clips
 
 
-def _timed_turn(job_id: str, seconds: float, logged: bool, work: Callable[[Timings], Transcript]) -> Transcript:
-    """work(timings), with the total time and, when `logged`, one log line as for a job (source=live)."""
+def _timed_turn(job_id: str, seconds: float, work: Callable[[Timings], Transcript]) -> Transcript:
+    """work(timings), with the total time and one log line as for a job (source=live)."""
     started, timings, outcome = time.perf_counter(), Timings(), "crashed"  # stays so only if a bug escapes
     try:
         transcript = work(timings)
@@ -221,8 +221,7 @@ def _timed_turn(job_id: str, seconds: float, logged: bool, work: Callable[[Timin
         raise
     finally:
         timings.total = time.perf_counter() - started
-        if logged:
-            _log_job(job_id, outcome, "live", seconds, timings)
+        _log_job(job_id, outcome, "live", seconds, timings)
 
 
 def _log_job(job_id: str, outcome: str, source: str, audio_seconds: float, timings: Timings) -> None:

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import av
 import openai
@@ -209,29 +209,75 @@ def test_a_session_at_real_time_pace_gives_partial_text_while_speaking_then_the_
 
 
 CLIPS = ["harvard/spk1_snt1.wav", "harvard/spk2_snt2.wav", "ljspeech/LJ001-0002.wav", "ljspeech/LJ001-0013.wav"]
+LONG = ["ljspeech/LJ001-0001.wav", "ljspeech/LJ001-0003.wav", "ljspeech/LJ001-0005.wav"]  # 7-10 s sentences with pauses at commas
+
+
+def turns_of(url: str, names: List[str], timeout: float) -> Tuple[Live, List[dict]]:
+    """The clips streamed as fast as they go, 1.5 s apart: one completed turn each."""
+    live = Live(url)
+    live.stream(b"".join(silence(1.0 if index == 0 else 1.5) + pcm(name) for index, name in enumerate(names)) + silence(1.5),
+                piece_ms=100, pace=None)
+    live.wait("conversation.item.input_audio_transcription.completed", len(names), timeout=timeout)
+    completed = check_turns(live)
+    assert len(completed) == len(names)
+    return live, completed
+
+
+def beside_the_file_endpoint(service: Service, names: List[str], completed: List[dict]) -> List[Tuple[float, float, str, str]]:
+    """Per clip: the WER of its turn's text and of a Service job on its file (the same default
+    request), and both texts."""
+    rows = []
+    for name, event in zip(names, completed):
+        reference = references(DATA / Path(name).parent)[Path(name).name]
+        file_text = service.transcribe(service.parse({"audio": str(DATA / name)}, "file"), "file").transcript.text
+        print(f"\n{name}: live {event['transcript']!r} file {file_text!r}")
+        rows.append((wer(reference, event["transcript"]), wer(reference, file_text), event["transcript"], file_text))
+    return rows
 
 
 def test_turns_streamed_faster_than_real_time_read_as_the_file_endpoint_reads_the_clips(base_live):
     """One turn per clip (1.5 s pauses between them), chained; each turn's text as accurate as
-    the file endpoint's (a Service job on the clip's file, the same default request)."""
-    live = Live(base_live.url)
-    live.stream(b"".join(silence(1.0 if index == 0 else 1.5) + pcm(name) for index, name in enumerate(CLIPS)) + silence(1.5),
-                piece_ms=100, pace=None)
-    live.wait("conversation.item.input_audio_transcription.completed", len(CLIPS), timeout=60)
-    completed = check_turns(live)
-    assert len(completed) == len(CLIPS)
-    service = base_live.service
-    live_errors = file_errors = 0.0
-    for name, event in zip(CLIPS, completed):
-        reference = references(DATA / Path(name).parent)[Path(name).name]
-        file_text = service.transcribe(service.parse({"audio": str(DATA / name)}, "file"), "file").transcript.text
-        live_errors += wer(reference, event["transcript"])
-        file_errors += wer(reference, file_text)
-        print(f"\n{name}: live {event['transcript']!r} file {file_text!r}")
-        assert event["transcript"] == file_text or wer(reference, event["transcript"]) <= wer(reference, file_text) + 0.01, \
-            (name, event["transcript"], file_text)
-    assert live_errors <= file_errors + 0.01
+    the file endpoint's."""
+    live, completed = turns_of(base_live.url, CLIPS, timeout=60)
+    rows = beside_the_file_endpoint(base_live.service, CLIPS, completed)
+    for name, (live_error, file_error, live_text, file_text) in zip(CLIPS, rows):
+        assert live_text == file_text or live_error <= file_error + 0.01, (name, live_text, file_text)
+    assert sum(row[0] for row in rows) <= sum(row[1] for row in rows) + 0.01
     live.close()
+
+
+def test_long_turns_are_decoded_in_pieces_at_their_pauses_and_read_as_the_file_endpoint_reads_them(base_live, monkeypatch):
+    """A long turn is sealed at its inner pauses while spoken; the rest is decoded conditioned on
+    the pieces' text, and the turn's text is as accurate as the file endpoint's on the clip."""
+    decodes: List[tuple] = []
+    transcribe = realtime.ServiceTranscriber.transcribe
+
+    async def recorded(self, samples, language, prompt, cancelled, partial, context=""):
+        decodes.append((partial, samples.size, context))
+        return await transcribe(self, samples, language, prompt, cancelled, partial, context)
+
+    monkeypatch.setattr(realtime.ServiceTranscriber, "transcribe", recorded)
+    live, completed = turns_of(base_live.url, LONG, timeout=120)
+    conditioned = [context for partial, _, context in decodes if not partial and context]
+    assert conditioned, "no turn was decoded in pieces"
+    assert all(context in " ".join(event["transcript"] for event in completed) for context in conditioned)  # the pieces' text, kept
+    rows = beside_the_file_endpoint(base_live.service, LONG, completed)
+    assert sum(row[0] for row in rows) <= sum(row[1] for row in rows) + 0.03, rows
+    live.close()
+
+
+def test_the_context_a_piece_is_conditioned_on_is_cut_to_the_prompt_room(tiny_live):
+    transcriber = realtime.ServiceTranscriber(tiny_live.service, realtime.RealtimeState(), "test")
+    context = " ".join(f"word{number}" for number in range(3000))
+    request = transcriber._conditioned("en", "Kennedy", context, False)
+    assert request.initial_prompt.startswith("Kennedy word") and request.initial_prompt.endswith(" word2999")
+    assert len(request.initial_prompt) <= len("Kennedy ") + realtime.CONTEXT_CHARS
+    tiny_live.service.engine.check(request)  # fits the decoder's prompt room
+    long_prompt = "name " * 200  # about 200 tokens of the 223: little room left for the context
+    request = transcriber._conditioned("en", long_prompt.strip(), context, True)
+    assert request.initial_prompt.startswith(long_prompt.strip()) and request.temperature == transcriber._request("en", "", True).temperature
+    tiny_live.service.engine.check(request)
+    assert transcriber._conditioned("en", "", "short context", False).initial_prompt == "short context"
 
 
 def test_the_official_openai_client_holds_a_transcription_session(tiny_live):

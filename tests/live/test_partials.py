@@ -7,7 +7,7 @@ from typing import List
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.live.partials import Agreement, split_words, word_key
+from worker.live.partials import Agreement, join_text, open_ending, split_words, word_key
 
 
 def feed(hypotheses: List[str]) -> List[str]:
@@ -186,3 +186,16 @@ def test_growing_hypotheses_send_exactly_their_words(words, steps):
         assert text.lstrip().startswith(agreement.sent)
     agreement.update(text)
     assert agreement.sent == text.lstrip() and agreement.consistent
+
+
+def test_pieces_of_a_turn_join_with_one_space_and_a_sentence_that_went_on_loses_its_full_stop():
+    assert join_text("the art of making books.", "by means of movable types.") == "the art of making books by means of movable types."
+    assert join_text(" occupied.", " Or cost incurred") == "occupied. Or cost incurred"  # a new sentence: kept
+    assert join_text("Wait...", "and then") == "Wait... and then" and join_text("Why?", "because") == "Why? because"
+    assert join_text("", " Hello", "  ", "world") == "Hello world" and join_text() == ""
+    assert join_text("我们走吧。", "好的") == "我们走吧。好的" and join_text("東京", "Tokyo") == "東京Tokyo"
+
+
+def test_the_prompt_of_the_audio_that_follows_has_no_final_full_stop():
+    assert open_ending("the art of making books.") == "the art of making books"
+    assert open_ending("Wait...") == "Wait..." and open_ending("Why?") == "Why?" and open_ending("") == ""

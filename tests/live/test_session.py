@@ -38,14 +38,15 @@ DEFAULT_SESSION = {
 
 
 class FakeTranscriber:
-    """Two words per second of audio, from WORDS: a longer decode of the same turn extends the
-    shorter one's text, as a real model's mostly does. Records every call."""
+    """Two words per second of audio, from WORDS (after the context's words): a longer decode of
+    the same turn extends the shorter one's text, as a real model's mostly does. Records every call."""
 
     def __init__(self, delay: float = 0.0, partial_delay: float = 0.0, block: bool = False, fail: Optional[Exception] = None):
         self.delay, self.partial_delay, self.block, self.fail = delay, partial_delay, block, fail
         self.calls: List[tuple] = []
         self.running = self.most_partials = self.partials_now = 0
         self.cancelled: List[threading.Event] = []
+        self.contexts: List[str] = []
 
     def check(self, language, prompt):
         if language == "de":
@@ -53,8 +54,9 @@ class FakeTranscriber:
         if len(prompt) > 1000:
             raise RequestError("too long", field="initial_prompt")
 
-    async def transcribe(self, samples, language, prompt, cancelled, partial):
+    async def transcribe(self, samples, language, prompt, cancelled, partial, context=""):
         self.calls.append((partial, samples.size, language, prompt))
+        self.contexts.append(context)
         self.cancelled.append(cancelled)
         self.partials_now += partial
         self.most_partials = max(self.most_partials, self.partials_now)
@@ -66,7 +68,8 @@ class FakeTranscriber:
             await asyncio.sleep(self.partial_delay if partial else self.delay)
             if self.fail is not None and not partial:
                 raise self.fail
-            return " ".join(WORDS[:int(samples.size / SAMPLE_RATE * 2)])
+            before = len(context.split())  # audio after `context`: the words after its words
+            return " ".join(WORDS[before:before + int(samples.size / SAMPLE_RATE * 2)])
         finally:
             self.partials_now -= partial
 
@@ -448,6 +451,62 @@ def test_an_early_final_decode_is_dropped_when_speech_comes_back_before_speech_s
         after = kept[1][1] * 1000 // SAMPLE_RATE - (stop - start + 300)
         assert stop >= 1000 + (first.size + second.size) * 1000 // SAMPLE_RATE  # the turn holds both clips
         assert session_module.EARLY_MS - 2 <= after <= session_module.EARLY_MS + 132
+        await client.session.close()
+    run(test)
+
+
+SEAL_MIN = int(session_module.SEAL_MIN_S * SAMPLE_RATE)
+
+
+def test_a_pause_after_a_long_stretch_seals_it_and_later_decodes_read_only_the_audio_after_it():
+    async def test():
+        client = Client()
+        await client.update(format={"type": "audio/pcm", "rate": 16000}, transcription={"language": "en", "prompt": "Kennedy"})
+        first, second = clip("ljspeech/LJ001-0004.wav"), clip("ljspeech/LJ001-0002.wav")  # 5.1 s (over SEAL_MIN_S), 1.9 s
+        await client.append(np.concatenate([quiet(1.0), first, quiet(0.4), second, quiet(1.5)]), piece_s=0.05)
+        await client.until(lambda: client.of("conversation.item.input_audio_transcription.completed"))
+        await asyncio.sleep(0.2)
+        assert len(client.of("input_audio_buffer.committed")) == 1  # one turn: the pause did not end it
+        calls = client.transcriber.calls
+        finals = [index for index, call in enumerate(calls) if not call[0]]
+        kept = [index for index in finals if not client.transcriber.cancelled[index].is_set()]
+        assert len(kept) == 2  # the sealed piece (its early decode, kept) and the rest; dropped: early decodes in shorter pauses
+        piece, rest = kept
+        assert all(calls[index][1] < SEAL_MIN for index in finals if index not in kept)
+        assert client.transcriber.contexts[piece] == "" and calls[piece][3] == "Kennedy"
+        piece_text = " ".join(WORDS[:int(calls[piece][1] / SAMPLE_RATE * 2)])
+        assert client.transcriber.contexts[rest] == piece_text and calls[rest][3] == "Kennedy"
+        start = client.of("input_audio_buffer.speech_started")[0]["audio_start_ms"]
+        stop = client.of("input_audio_buffer.speech_stopped")[0]["audio_end_ms"]
+        total = stop - start + 300 + session_module.EARLY_MS  # the turn's audio up to its final decode's end
+        assert abs(calls[piece][1] * 1000 // SAMPLE_RATE - (300 + first.size * 1000 // SAMPLE_RATE + session_module.EARLY_MS)) <= 150
+        assert abs((calls[piece][1] + calls[rest][1]) * 1000 // SAMPLE_RATE - total) <= 2  # the rest starts where the piece ends
+        completed = client.of("conversation.item.input_audio_transcription.completed")[0]
+        words = int(calls[piece][1] / SAMPLE_RATE * 2) + int(calls[rest][1] / SAMPLE_RATE * 2)
+        assert completed["transcript"] == " ".join(WORDS[:words])  # the pieces' text joined
+        for index, call in enumerate(calls):  # partial decodes after the seal: the audio after it, with its text
+            if call[0] and index > piece:
+                assert client.transcriber.contexts[index] == piece_text and call[1] <= calls[rest][1] + SAMPLE_RATE // 10
+        await client.session.close()
+    run(test)
+
+
+def test_a_short_stretch_before_a_pause_is_not_sealed_and_clear_drops_a_sealed_piece():
+    async def test():
+        client = Client(FakeTranscriber(block=True))  # no decode ever finishes
+        await client.update(format={"type": "audio/pcm", "rate": 16000})
+        first, second = clip("ljspeech/LJ001-0004.wav"), clip("ljspeech/LJ001-0002.wav")
+        await client.append(np.concatenate([quiet(1.0), second, quiet(0.25), first, quiet(0.25), second]), piece_s=0.05)
+        turn = client.session.audio.turn
+        assert turn is not None and turn.pieces and not any(piece.cancel.is_set() for piece in turn.pieces)
+        ends = [turn.start] + [piece.end for piece in turn.pieces]
+        assert all(end - before >= SEAL_MIN for before, end in zip(ends, ends[1:]))
+        assert ends[1] - turn.start > (300 + 1900 + 400) * SAMPLE_RATE // 1000  # the first pause (after 1.9 s of speech) sealed nothing
+        calls, cancelled = client.transcriber.calls, client.transcriber.cancelled
+        current = turn.early.cancel if turn.early is not None else None  # one in the silence at the end, still valid
+        assert all(cancelled[index].is_set() for index, call in enumerate(calls) if call[1] < SEAL_MIN and cancelled[index] is not current)
+        await client.send({"type": "input_audio_buffer.clear"})
+        assert turn.pieces[0].cancel.is_set() and client.session.audio.turn is None
         await client.session.close()
     run(test)
 

@@ -28,9 +28,9 @@ from worker.decoding.edges import EdgeRefiner
 from worker.decoding.models import LoadedModel
 from worker.decoding.scheduler import Backend, BatchScheduler, is_out_of_memory
 from worker.decoding.segments import start_at_speech, with_next_start
-from worker.decoding.whisper import device, vad
+from worker.decoding.whisper import device, glimpse, vad
 from worker.decoding.whisper.features import WindowInput
-from worker.decoding.whisper.options import check_prompt_length, check_token_ids, tokenizer_for
+from worker.decoding.whisper.options import batching_key, check_prompt_length, check_token_ids, tokenizer_for
 from worker.decoding.whisper.sequential import transcribe_sequential
 from worker.errors import Cancelled, DeviceFailure, RequestError, ResourceExhausted, WorkerError, is_device_failure
 from worker.request.schema import TranscriptionRequest
@@ -132,10 +132,7 @@ class Engine:
         except WorkerError:  # Cancelled among them
             raise
         except Exception as exc:
-            if is_out_of_memory(exc):
-                raise ResourceExhausted("out of memory during decoding") from exc
-            if is_device_failure(exc):
-                raise DeviceFailure(f"the GPU reported a fault: {str(exc)[:200]}") from exc
+            _raise_device_error(exc)
             raise
         finished = time.perf_counter()
         if job is not None:
@@ -154,6 +151,36 @@ class Engine:
             segments=collected,
             timings=timings,
         )
+
+
+    def glimpse(self, samples: np.ndarray, request: TranscriptionRequest, job_id: str = "glimpse",
+                cancelled: Optional[threading.Event] = None) -> str:
+        """Quick, rough text of at most 30 s of samples (the last 30 s of more), for a live turn's
+        partial text: one greedy pass on a shortened encoder input (worker.decoding.whisper.glimpse), no
+        VAD, no timestamps; through the scheduler as urgent work, in batches of glimpses of like
+        length."""
+        self.check(request)
+        whisper = self.model.whisper
+        window = glimpse.glimpse_window(whisper, samples)
+        tokenizer, options = glimpse.glimpse_options(whisper, request.decoding_options(), window.features.shape[-1])
+        key = ("glimpse", window.features.shape[-1], batching_key(tokenizer, options))
+        try:
+            handle = self.scheduler.submit(key, [window], (tokenizer, options), job_id, cancelled or threading.Event(), urgent=True)
+            output = self.scheduler.wait(handle).results[0]
+        except WorkerError:
+            raise
+        except Exception as exc:
+            _raise_device_error(exc)
+            raise
+        return glimpse.glimpse_text(tokenizer, output.tokens)
+
+
+def _raise_device_error(exc: Exception) -> None:
+    """Raise the worker's error for a device's out-of-memory or fault; return for anything else."""
+    if is_out_of_memory(exc):
+        raise ResourceExhausted("out of memory during decoding") from exc
+    if is_device_failure(exc):
+        raise DeviceFailure(f"the GPU reported a fault: {str(exc)[:200]}") from exc
 
 
 class _ScheduledDevice:

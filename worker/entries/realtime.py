@@ -6,7 +6,9 @@ module carries it and wires it to the Service).
 - Decoding: each turn, and each partial decode, runs on one of the Service's job threads through
   the same engine and cross-job scheduler as file jobs, as urgent work (its windows go to the
   front of the queue), so live sessions and file jobs share batches. A turn is decoded with the
-  worker's defaults (the file endpoint's request with no options), partials greedily.
+  worker's defaults (the file endpoint's request with no options), a partial as a glimpse
+  (Engine.glimpse). A turn's audio after its sealed pieces is decoded with their text's end as
+  prompt (after the session's prompt, as much as the decoder's prompt room takes).
 - Refusals come after the upgrade, as an `error` event and a close code, so that every client (a
   browser's WebSocket cannot read an HTTP error) can tell why: 1013 (try again later) while the
   model loads (`loading`) and when WHISPER_REALTIME_SESSIONS sessions are open (`session_limit`),
@@ -34,6 +36,8 @@ from typing import Optional, Tuple
 import numpy as np
 from fastapi import FastAPI, WebSocket
 
+from worker.errors import WorkerError
+from worker.live.partials import join_text
 from worker.live.protocol import MODEL_ALIASES, ProtocolError, error_event
 from worker.live.session import LiveSession
 
@@ -42,6 +46,7 @@ log = logging.getLogger("worker.realtime")
 MAX_MESSAGE_BYTES = 16 * 2**20  # one client message (an append of about 5.8 minutes of 24 kHz PCM16 in base64)
 OUTGOING_EVENTS = 256  # server events waiting for a client that does not read: more closes it (1008)
 SEND_STALL_S = 10.0  # one event that cannot be sent for this long closes the session (1008)
+CONTEXT_CHARS = 600  # the most of a turn's earlier text a decode of its later audio is conditioned on (about 150 English tokens)
 DRAIN_S = 5.0  # at a close by the server, how long the events already queued may take to go out
 
 
@@ -75,11 +80,31 @@ class ServiceTranscriber:
     def check(self, language: Optional[str], prompt: str) -> None:
         self.service.engine.check(self._request(language, prompt, False))
 
-    async def transcribe(self, samples: np.ndarray, language: Optional[str], prompt: str, cancelled: threading.Event, partial: bool) -> str:
-        request = self._request(language, prompt, partial)
+    def _conditioned(self, language: Optional[str], prompt: str, context: str, partial: bool):
+        """The request for audio that follows `context` in its turn: the session's prompt, then as
+        much of the context's end as the decoder's prompt room takes (Whisper reads the text before
+        a window as its prompt; the session's prompt was checked to fit on its own)."""
+        for keep in (CONTEXT_CHARS, CONTEXT_CHARS // 4):
+            tail = context[-keep:]
+            if len(context) > keep and " " in tail:
+                tail = tail[tail.index(" ") + 1:]  # from a word's start
+            request = self._request(language, join_text(prompt, tail), partial)
+            try:
+                self.service.engine.check(request)
+                return request
+            except WorkerError:
+                continue  # too many tokens for the prompt room: less of the context
+        return self._request(language, prompt, partial)
+
+    async def transcribe(self, samples: np.ndarray, language: Optional[str], prompt: str, cancelled: threading.Event, partial: bool,
+                         context: str = "") -> str:
+        request = self._conditioned(language, prompt, context, partial) if context else self._request(language, prompt, partial)
         job_id = f"{self.name}/partial" if partial else f"{self.name}/{next(self.turns)}"
         service = self.service
-        future = service.submit(lambda: service.transcribe_samples(samples, request, job_id, cancelled, urgent=True, logged=not partial).text)
+        if partial:  # a glimpse: quick, rough, never the turn's text
+            future = service.submit(lambda: service.engine.glimpse(samples, request, job_id, cancelled))
+        else:
+            future = service.submit(lambda: service.transcribe_samples(samples, request, job_id, cancelled, urgent=True).text)
         self.state.decodes += 1
 
         def finished(done: asyncio.Future) -> None:

@@ -41,6 +41,31 @@ def split_words(text: str) -> List[str]:
     return _WORD.findall(text)
 
 
+def join_text(*texts: str) -> str:
+    """Texts of consecutive pieces of one turn as one text: a space between two pieces, except
+    where either side is a script written without spaces; empty pieces left out. A piece's final
+    full stop goes when the next piece begins in lower case: the sentence went on across the pause
+    where the turn was cut ("the art of making books. by means" -> "books by means")."""
+    joined = ""
+    for text in texts:
+        text = text.strip()
+        if not text:
+            continue
+        if joined and text[0].islower() and joined.endswith(".") and not joined.endswith(".."):
+            joined = joined[:-1]
+        if joined and not (_UNSPACED_CHAR.match(text[0]) or _UNSPACED_CHAR.match(joined[-1])):
+            joined += " "
+        joined += text
+    return joined
+
+
+def open_ending(text: str) -> str:
+    """`text` without its final full stop: the prompt of the audio that follows it in the same
+    turn, which may go on with the same sentence (Whisper adds a full stop wherever its audio
+    ends; left in the prompt, the next piece starts a new sentence)."""
+    return text[:-1] if text.endswith(".") and not text.endswith("..") else text
+
+
 def word_key(word: str) -> str:
     """What two hypotheses must share for a word to agree: its letters, digits and symbols,
     case-folded, without punctuation or spaces."""

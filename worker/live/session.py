@@ -15,17 +15,24 @@ take the buffer past the limit is refused and dropped. While MAX_PENDING_TURNS c
 wait for their decodes, appends are refused too (an `error` event): a client sending audio faster
 than it can be transcribed cannot queue work and memory without bound.
 
-Partial text: about once a second (PARTIAL_INTERVAL_S) the open turn (its last 30 s at most) is
-decoded again, greedily, and `delta` events carry the text the agreement policy
+Partial text: about once a second (PARTIAL_INTERVAL_S) the open turn's audio after its sealed
+pieces (its last 30 s at most) is decoded again as a glimpse (`partial=True`: one greedy pass on a
+shortened encoder input, worker/decoding/whisper/glimpse.py, a third of a full decode's cost, so that a
+glimpse in flight delays a turn's final decode little), and `delta` events carry the text the agreement policy
 (worker/live/partials.py) confirms; never more than one decode in flight per session for this (a
 tick is skipped, not queued); a commit cancels a partial decode still queued. The committed turn
 is decoded with the worker's defaults (so its text is the file endpoint's on the same audio); the
 last delta then brings the sent text up to it where it can, and `completed` carries the whole
 transcript. To answer sooner, a turn's final decode starts early, once EARLY_MS of silence has
 followed its speech (on the audio so far: the turn's, and that silence); when the silence lasts
-to `speech_stopped`, that decode is the turn's (the committed audio's rest is the same silence),
-and when speech comes back first it is dropped and the turn goes on. Partial decodes stop
-meanwhile. A turn's decodes run one after another, in commit order, so `completed` events come
+to `speech_stopped`, that decode is the turn's (the committed audio's rest is the same silence).
+When speech comes back first, the turn goes on, and that decode is kept as the turn's first piece
+when it read at least SEAL_MIN_S of audio (else it is dropped): the audio up to the pause is
+sealed, and from then on partial and final decodes read only the audio after it, conditioned on
+the sealed pieces' text (as Whisper conditions a window on the text before it); the turn's text is
+its pieces' joined. So a long turn spoken with pauses is decoded while it is spoken, and at
+`speech_stopped` only its last stretch is left. Partial decodes stop while a final or piece
+decode runs. A turn's decodes run one after another, in commit order, so `completed` events come
 in the order of their items.
 """
 
@@ -46,7 +53,7 @@ import numpy as np
 from worker.audio.decode import SAMPLE_RATE
 from worker.audio.pcm import PcmInput, decode_base64
 from worker.errors import Cancelled, WorkerError
-from worker.live.partials import Agreement, split_words
+from worker.live.partials import Agreement, join_text, open_ending, split_words
 from worker.live.protocol import (ProtocolError, SessionConfig, apply_beta_update, apply_update, beta_session_object, error_event, new_id,
                                   session_object)
 from worker.live.turns import TurnDetector
@@ -59,6 +66,7 @@ MIN_PARTIAL_S = 0.5  # a turn this long at least before its first partial decode
 MIN_NEW_AUDIO_S = 0.25  # audio since the last partial decode needed for another
 MAX_PENDING_TURNS = 4  # committed turns of one session waiting for their decode: more, and appends are refused
 EARLY_MS = 200  # silence after a turn's speech at which its final decode starts (speech_stopped comes at silence_duration_ms)
+SEAL_MIN_S = 3.0  # an early decode of at least this much audio is kept as a piece of the turn when speech resumes
 MIN_COMMIT_MS = 100  # OpenAI's input_audio_buffer_commit_empty limit
 IDLE_KEEP_S = 1.0  # kept before a turn's speech beyond prefix_padding_ms, outside turns
 PIECE = SAMPLE_RATE // 10  # appended audio goes through turn detection 100 ms at a time
@@ -71,11 +79,13 @@ Send = Callable[[dict], Awaitable[None]]
 class Transcriber(Protocol):
     """How a session decodes: `check` refuses a language or prompt the model cannot take (a
     WorkerError naming `language` or `initial_prompt`); `transcribe` decodes 16 kHz samples and
-    gives the text (a partial decode: quick and greedy), stopping early once `cancelled` is set."""
+    gives the text (a partial decode: quick and greedy), conditioned on `context` (the turn's text
+    before these samples), stopping early once `cancelled` is set."""
 
     def check(self, language: Optional[str], prompt: str) -> None: ...
 
-    async def transcribe(self, samples: np.ndarray, language: Optional[str], prompt: str, cancelled: threading.Event, partial: bool) -> str: ...
+    async def transcribe(self, samples: np.ndarray, language: Optional[str], prompt: str, cancelled: threading.Event, partial: bool,
+                         context: str = "") -> str: ...
 
 
 def _rest(agreement: Agreement, final: str) -> str:
@@ -134,7 +144,8 @@ class SampleBuffer:
 
 @dataclass(eq=False)
 class Turn:
-    """One item: its audio from `start` (samples of the session's stream), its partial text."""
+    """One item: its audio from `start` (samples of the session's stream), its partial text, its
+    sealed pieces."""
 
     item_id: str
     start: int
@@ -143,14 +154,28 @@ class Turn:
     decoded_to: int = 0  # end of the audio the last partial decode read
     cancel: Optional[threading.Event] = None  # the partial decode in flight
     early: Optional["EarlyDecode"] = None  # its final decode, started in the silence after its speech
+    pieces: list = field(default_factory=list)  # the sealed pieces' decodes (EarlyDecode), in order
+
+    @property
+    def unsealed(self) -> int:
+        """Where the audio no piece holds begins (in the session's stream)."""
+        return self.pieces[-1].end if self.pieces else self.start
+
+    def context(self) -> Optional[str]:
+        """The sealed pieces' text joined; None while one is still being decoded or failed."""
+        if any(not piece.task.done() or piece.task.cancelled() or piece.task.exception() is not None for piece in self.pieces):
+            return None
+        return join_text(*(piece.task.result() for piece in self.pieces))
 
 
 @dataclass(eq=False)
 class EarlyDecode:
-    """A turn's final decode started before `speech_stopped`: valid while the silence that began
-    at `silence_start` lasts."""
+    """A decode of a turn's audio up to `end`, started in a pause EARLY_MS after its speech: the
+    turn's last piece when the silence that began at `silence_start` lasts to `speech_stopped`, a
+    sealed piece of it when speech resumes."""
 
     silence_start: int  # in the session's stream
+    end: int  # the end of the audio it reads, in the session's stream
     task: asyncio.Task
     cancel: threading.Event
 
@@ -336,11 +361,17 @@ class LiveAudio:
             return
         since = self.detector.silent_since
         silence_start = None if since is None else self.origin + since
-        if turn.early is not None and turn.early.silence_start != silence_start:
-            self.decoder.drop_early(turn)
-        if silence_start is not None and turn.early is None and self.buffer.end - silence_start >= EARLY_MS * SAMPLE_RATE // 1000:
+        if turn.early is not None and turn.early.silence_start != silence_start:  # speech came back
+            early, turn.early = turn.early, None
+            if early.end - turn.unsealed >= SEAL_MIN_S * SAMPLE_RATE and not (early.task.done() and early.task.exception() is not None):
+                turn.pieces.append(early)  # sealed: later decodes read only the audio after it
+            else:
+                self.decoder.drop(early)
+        end = None if silence_start is None else silence_start + EARLY_MS * SAMPLE_RATE // 1000
+        # Silero has judged the whole EARLY_MS after the speech silence (not only the samples fed)
+        if end is not None and turn.early is None and self.origin + self.detector.analyzed >= end and end > turn.unsealed:
             self.decoder.stop_partial(turn)
-            turn.early = self.decoder.early(turn, self.buffer.view(turn.start, self.buffer.end), silence_start)
+            turn.early = self.decoder.early(turn, self.buffer.view(turn.unsealed, end), silence_start, end)
 
     async def commit(self) -> None:
         """The client's commit: the open turn (server VAD) or the whole buffer."""
@@ -359,6 +390,8 @@ class LiveAudio:
         if self.turn is not None:
             self.turn.open = False
             self.decoder.stop_partial(self.turn)
+            for decode in self.turn.pieces + [self.turn.early]:
+                self.decoder.drop(decode)
         self.turn = None
         self.buffer.trim_before(self.buffer.end)
         if self.detector is not None:
@@ -372,7 +405,8 @@ class LiveAudio:
         self.turn = None
         self.decoder.stop_partial(turn)
         if turn.early is not None and turn.early is not early:
-            self.decoder.drop_early(turn)
+            self.decoder.drop(turn.early)
+            turn.early = None
         await self.session.emit({"type": "input_audio_buffer.committed", "previous_item_id": self.previous_item, "item_id": turn.item_id})
         self.previous_item = turn.item_id
         self.decoder.final(turn, samples, early)
@@ -383,10 +417,11 @@ class LiveAudio:
         turn, end = self.turn, self.buffer.end
         if turn is None or turn.early is not None or self.decoder.busy:
             return
-        if end - turn.start < MIN_PARTIAL_S * SAMPLE_RATE or end - turn.decoded_to < MIN_NEW_AUDIO_S * SAMPLE_RATE:
-            return
+        start, context = turn.unsealed, turn.context()
+        if context is None or end - start < MIN_PARTIAL_S * SAMPLE_RATE or end - turn.decoded_to < MIN_NEW_AUDIO_S * SAMPLE_RATE:
+            return  # a piece still decoding (or failed), or too little audio
         turn.decoded_to = end
-        self.decoder.partial(turn, self.buffer.view(max(turn.start, end - int(PARTIAL_WINDOW_S * SAMPLE_RATE)), end))
+        self.decoder.partial(turn, self.buffer.view(max(start, end - int(PARTIAL_WINDOW_S * SAMPLE_RATE)), end), context)
 
     async def close(self) -> None:
         await self.decoder.close()
@@ -409,30 +444,43 @@ class TurnDecoder:
         return bool(self.pending) or (self.partial_task is not None and not self.partial_task.done())
 
     def final(self, turn: Turn, samples: np.ndarray, early: Optional[EarlyDecode] = None) -> None:
+        """The committed turn (all its `samples`) decoded: its pieces' text, and its audio after
+        them (`early`'s decode when it is that audio's)."""
         config = self.session.config
         self.pending += 1
         self._spawn(self._final(turn, samples, config.language, config.prompt, early))
 
-    def early(self, turn: Turn, samples: np.ndarray, silence_start: int) -> EarlyDecode:
-        """The turn's final decode, started now on `samples` (see the module docstring)."""
+    def early(self, turn: Turn, samples: np.ndarray, silence_start: int, end: int) -> EarlyDecode:
+        """A decode of the turn's audio after its pieces (`samples`, up to `end`), started now,
+        before `speech_stopped` (see the module docstring)."""
         config, cancel = self.session.config, threading.Event()
-        task = self._spawn(self._decode(samples, config.language, config.prompt, False, cancel=cancel))
+        task = self._spawn(self._piece(list(turn.pieces), samples, config.language, config.prompt, cancel))
         task.add_done_callback(lambda done: done.cancelled() or done.exception())  # a dropped one's outcome is nobody's
-        return EarlyDecode(silence_start, task, cancel)
+        return EarlyDecode(silence_start, end, task, cancel)
 
-    def drop_early(self, turn: Turn) -> None:
-        if turn.early is not None:
-            turn.early.cancel.set()
-            turn.early = None
+    @staticmethod
+    def drop(decode: Optional[EarlyDecode]) -> None:
+        if decode is not None:
+            decode.cancel.set()
 
-    def partial(self, turn: Turn, samples: np.ndarray) -> None:
-        self.partial_task = self._spawn(self._partial(turn, samples))
+    def partial(self, turn: Turn, samples: np.ndarray, context: str) -> None:
+        self.partial_task = self._spawn(self._partial(turn, samples, context))
+
+    async def _piece(self, pieces: list, samples: np.ndarray, language: Optional[str], prompt: str,
+                     cancel: Optional[threading.Event] = None) -> str:
+        """The text of `samples`, decoded after the pieces before them (conditioned on their text)."""
+        context = open_ending(join_text(*[await asyncio.shield(piece.task) for piece in pieces]))
+        return await self._decode(samples, language, prompt, False, cancel=cancel, context=context)
 
     async def _final(self, turn: Turn, samples: np.ndarray, language: Optional[str], prompt: str, early: Optional[EarlyDecode]) -> None:
         emit, base = self.session.emit, {"item_id": turn.item_id, "content_index": 0}
+        pieces = list(turn.pieces)
         try:
             async with self.finals:
-                text = await (early.task if early is not None else self._decode(samples, language, prompt, False))
+                texts = [await asyncio.shield(piece.task) for piece in pieces]
+                rest = samples[turn.unsealed - turn.start:]
+                texts.append(await (early.task if early is not None else self._piece(pieces, rest, language, prompt)))
+                text = join_text(*texts)
         except Cancelled:
             return
         except Exception as exc:  # noqa: BLE001 - the turn fails, the session goes on
@@ -451,10 +499,10 @@ class TurnDecoder:
         await emit({"type": "conversation.item.input_audio_transcription.completed", **base, "transcript": text,
                     "usage": {"type": "duration", "seconds": round(samples.size / SAMPLE_RATE, 3)}})
 
-    async def _partial(self, turn: Turn, samples: np.ndarray) -> None:
+    async def _partial(self, turn: Turn, samples: np.ndarray, context: str) -> None:
         config = self.session.config
         try:
-            text = await self._decode(samples, config.language, config.prompt, True, turn)
+            text = join_text(context, await self._decode(samples, config.language, config.prompt, True, turn, context=open_ending(context)))
         except Exception as exc:  # noqa: BLE001 - a partial that fails is skipped; the turn's own decode reports
             if not isinstance(exc, WorkerError):
                 log.exception("a live partial decode failed")
@@ -466,13 +514,15 @@ class TurnDecoder:
                                          "content_index": 0, "delta": delta})
 
     async def _decode(self, samples: np.ndarray, language: Optional[str], prompt: str, partial: bool, turn: Optional[Turn] = None,
-                      cancel: Optional[threading.Event] = None) -> str:
+                      cancel: Optional[threading.Event] = None, context: str = "") -> str:
         cancel = cancel or threading.Event()
+        if cancel.is_set():
+            raise Cancelled("the decode was dropped")
         self.cancels.add(cancel)
         if turn is not None:
             turn.cancel = cancel
         try:
-            return await self.session.transcriber.transcribe(samples, language, prompt, cancel, partial)
+            return await self.session.transcriber.transcribe(samples, language, prompt, cancel, partial, context)
         finally:
             self.cancels.discard(cancel)
 

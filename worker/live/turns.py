@@ -95,6 +95,11 @@ class TurnDetector:
         return self._position
 
     @property
+    def analyzed(self) -> int:
+        """Samples Silero has judged (whole windows): `position` less those waiting for a window."""
+        return self._window
+
+    @property
     def prefix_padding(self) -> int:
         """`prefix_padding_ms` in samples: audio before a "started" sample that belongs to the turn."""
         return self.prefix_padding_ms * SAMPLE_RATE // 1000

@@ -42,8 +42,10 @@ def run_windows(whisper: WhisperModel, windows: Sequence[WindowInput], tokenizer
     # as faster-whisper's fallback decodes: beam search at 0, best_of samples above
     search = {"beam_size": options.beam_size, "patience": options.patience} if temperature == 0 else \
         {"beam_size": 1, "num_hypotheses": options.best_of, "sampling_topk": 0}
+    # max_new_tokens: set only by glimpses (glimpse.py); file jobs read up to the decoder's end
+    max_length = whisper.max_length if options.max_new_tokens is None else min(whisper.max_length, len(prompt) + options.max_new_tokens)
     results = whisper.model.generate(
-        encoder_output, prompts, length_penalty=options.length_penalty, max_length=whisper.max_length,
+        encoder_output, prompts, length_penalty=options.length_penalty, max_length=max_length,
         suppress_blank=options.suppress_blank, suppress_tokens=options.suppress_tokens,
         return_scores=True, return_no_speech_prob=True, sampling_temperature=temperature,
         repetition_penalty=options.repetition_penalty, no_repeat_ngram_size=options.no_repeat_ngram_size, **search,
