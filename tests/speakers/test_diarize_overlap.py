@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from worker.speakers.conversation import SpeakerCount
-from worker.speakers.meeting import (FRAMES_PER_CHUNK, Embeddings, Segmentation, Tuning, _runs, assign, available,
+from worker.speakers.meeting import (FRAMES_PER_CHUNK, Embeddings, Segmentation, Tuning, runs_of, assign, available,
                                     cluster, diarize)
 from worker.errors import Cancelled
 
@@ -43,8 +43,8 @@ def _embeddings(rows, vectors) -> Embeddings:
 
 
 def test_runs_of_consecutive_frames():
-    assert _runs(np.array([], dtype=int)) == []
-    assert _runs(np.array([3, 4, 5, 9, 11, 12])) == [(3, 5), (9, 9), (11, 12)]
+    assert runs_of(np.array([], dtype=int)) == []
+    assert runs_of(np.array([3, 4, 5, 9, 11, 12])) == [(3, 5), (9, 9), (11, 12)]
 
 
 def test_two_speakers_of_one_chunk_never_share_a_cluster():

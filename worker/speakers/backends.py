@@ -42,17 +42,22 @@ class Speakers:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diarize")
 
     def diarizer(self, kind: str = "conversation"):
+        """The loaded backend of `kind`. The conversation one has its turns corrected by the
+        meeting one's segmentation (worker/speakers/resegment.py) where its models are there."""
         with self._lock:
-            if kind not in self._diarizers:
-                if kind == "meeting":
-                    from worker.speakers.meeting import OverlapDiarizer
+            return self._load(kind)
 
-                    self._diarizers[kind] = OverlapDiarizer(self.device, self.models)
-                else:
-                    from worker.speakers.conversation import Diarizer
+    def _load(self, kind: str):
+        if kind not in self._diarizers:
+            from worker.speakers.meeting import OverlapDiarizer, available
 
-                    self._diarizers[kind] = Diarizer(self.device)
-            return self._diarizers[kind]
+            if kind == "meeting":
+                self._diarizers[kind] = OverlapDiarizer(self.device, self.models)
+            else:
+                from worker.speakers.conversation import Diarizer
+
+                self._diarizers[kind] = Diarizer(self.device, self._load("meeting") if available(self.models) else None)
+        return self._diarizers[kind]
 
     def start(self, audio: np.ndarray, count, references: Sequence[Tuple[str, np.ndarray]],
               cancelled: Optional[threading.Event], kind: str = "conversation") -> Future:

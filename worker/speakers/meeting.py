@@ -218,7 +218,7 @@ class OverlapDiarizer:
         """CAM++ embedding of the samples under `frames` of the chunk at `start` (each frame stands
         for the FRAME_STEP samples around its centre), joined end to end."""
         pieces = []
-        for first, last in _runs(frames):
+        for first, last in runs_of(frames):
             a = start + first * FRAME_STEP + (FRAME_SPAN - FRAME_STEP) // 2
             pieces.append(audio[a:start + (last + 1) * FRAME_STEP + (FRAME_SPAN - FRAME_STEP) // 2])
         wave = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
@@ -346,29 +346,44 @@ def assign(segmentation: Segmentation, embeddings: Embeddings, centroids: np.nda
     return clusters
 
 
+def speakers_heard(segmentation: Segmentation) -> np.ndarray:
+    """(frames,) how many speakers the segmentation heard at each frame of the file's grid: the
+    mean over the chunks that cover it (0 for frames past the audio's end, which hold padding)."""
+    offsets = (segmentation.starts // FRAME_STEP).astype(int)
+    frames = int(offsets[-1]) + FRAMES_PER_CHUNK if offsets.size else 0
+    speakers = np.zeros(frames, np.float32)
+    covered = np.zeros(frames, np.float32)
+    for c, offset in enumerate(offsets):
+        speakers[offset:offset + FRAMES_PER_CHUNK] += segmentation.hard[c].sum(axis=1)
+        covered[offset:offset + FRAMES_PER_CHUNK] += 1
+    speakers /= np.maximum(covered, 1)
+    last = int((segmentation.samples - FRAME_SPAN / 2) // FRAME_STEP) + 1
+    speakers[max(0, last):] = 0
+    return speakers
+
+
+def frame_time(frame) -> float:
+    """Seconds from the audio's start to the centre of frame `frame` of the file's grid."""
+    return (frame * FRAME_STEP + FRAME_SPAN / 2) / SAMPLE_RATE
+
+
 def reconstruct(segmentation: Segmentation, clusters: np.ndarray, k: int, soft: bool = False) -> np.ndarray:
     """(frames, k) 0/1 activity of each cluster on the file's frame grid: at each frame, as many
-    clusters as the segmentation heard speakers there (mean over the chunks covering it, rounded),
-    the most active ones."""
+    clusters as the segmentation heard speakers there (speakers_heard, rounded), the most active
+    ones."""
     offsets = (segmentation.starts // FRAME_STEP).astype(int)
     frames = int(offsets[-1]) + FRAMES_PER_CHUNK if offsets.size else 0
     activity = np.zeros((frames, k), np.float32)
-    speakers = np.zeros(frames, np.float32)
     covered = np.zeros(frames, np.float32)
     local = segmentation.soft if soft else segmentation.hard
     for c, offset in enumerate(offsets):
         span = slice(offset, offset + FRAMES_PER_CHUNK)
-        speakers[span] += segmentation.hard[c].sum(axis=1)
         covered[span] += 1
         for s in range(LOCAL_SPEAKERS):
             if clusters[c, s] >= 0:
                 activity[span, clusters[c, s]] += local[c, :, s]
-    covered = np.maximum(covered, 1)
-    activity /= covered[:, None]
-    count = np.minimum(np.floor(speakers / covered + 0.5).astype(int), k)
-    # the end of the audio: frames whose centre lies past the last sample hold padding
-    last = int((segmentation.samples - FRAME_SPAN / 2) // FRAME_STEP) + 1
-    count[max(0, last):] = 0
+    activity /= np.maximum(covered, 1)[:, None]
+    count = np.minimum(np.floor(speakers_heard(segmentation) + 0.5).astype(int), k)
     order = np.argsort(-activity, axis=1, kind="stable")
     binary = np.zeros_like(activity, dtype=bool)
     rows = np.arange(frames)
@@ -380,12 +395,10 @@ def reconstruct(segmentation: Segmentation, clusters: np.ndarray, k: int, soft: 
 
 def _label(binary: np.ndarray, embeddings: Embeddings, clusters: np.ndarray, tuning: Tuning) -> Diarization:
     turns: List[Tuple[float, float, int]] = []
-    centre = FRAME_SPAN / 2 / SAMPLE_RATE
-    step = FRAME_STEP / SAMPLE_RATE
     for k in range(binary.shape[1]):
         runs = []
-        for first, last in _runs(np.flatnonzero(binary[:, k])):
-            start, end = first * step + centre, (last + 1) * step + centre
+        for first, last in runs_of(np.flatnonzero(binary[:, k])):
+            start, end = frame_time(first), frame_time(last + 1)
             if runs and start - runs[-1][1] < tuning.min_duration_off:
                 runs[-1][1] = end
             else:
@@ -403,7 +416,7 @@ def _label(binary: np.ndarray, embeddings: Embeddings, clusters: np.ndarray, tun
     return Diarization([Turn(round(s, 3), round(e, 3), names[k]) for s, e, k in turns], voiceprints)
 
 
-def _runs(indices: np.ndarray) -> List[Tuple[int, int]]:
+def runs_of(indices: np.ndarray) -> List[Tuple[int, int]]:
     """(first, last) of each run of consecutive integers in a sorted array."""
     if indices.size == 0:
         return []
@@ -418,7 +431,7 @@ def _longest(frames: np.ndarray, most: int) -> np.ndarray:
     if most <= 0 or frames.size <= most:
         return frames
     kept, total = [], 0
-    for first, last in sorted(_runs(frames), key=lambda run: run[0] - run[1]):
+    for first, last in sorted(runs_of(frames), key=lambda run: run[0] - run[1]):
         take = min(last - first + 1, most - total)
         kept.append(np.arange(first, first + take))
         total += take
