@@ -3,6 +3,7 @@ benchmarks/audio_files.py's, shared with the benchmarks), WER, a loopback HTTP s
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.server
 import os
@@ -184,6 +185,23 @@ def pcm_wav(samples, rate: int, channels: int) -> bytes:
     fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * block, block, 16)
     chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
+
+
+@contextlib.contextmanager
+def loopback_server(app, log_level: str = "warning"):
+    """`app` under uvicorn on 127.0.0.1 in a thread, on a port the OS picks (port 0: free, no
+    race); yields the port, and stops the server after."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level=log_level))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert wait_until(lambda: server.started, 10), "the server did not start"
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def wait_until(condition, timeout: float = 5.0, interval: float = 0.01) -> bool:

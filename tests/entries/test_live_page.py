@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import requests
 
-from helpers import DATA, ROOT, pcm_wav, references, wait_until, wer
+from helpers import DATA, ROOT, loopback_server, pcm_wav, references, wait_until, wer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium (Debian: apt-get install chromium)")
@@ -134,21 +134,11 @@ def serve(folder: Path):
 def worker_server(service):
     """The server mode's app (create_app) on a free loopback port, as `python -m worker` runs it;
     yields host:port and the app's live sessions (worker/entries/realtime.py's RealtimeState)."""
-    import uvicorn
-
     from worker.entries.http import Readiness, create_app
 
     app = create_app(Readiness(service))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    assert wait_until(lambda: server.started, 10)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
+    with loopback_server(app) as port:
         yield f"127.0.0.1:{port}", app.state.realtime
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 # What the page shows: one entry per turn, and the connection's state.

@@ -11,7 +11,7 @@ import openai
 import pytest
 import requests
 
-from helpers import DATA, references, wer
+from helpers import DATA, loopback_server, references, wer
 from worker.service import Service
 from worker.entries.http import Readiness, create_app
 
@@ -20,20 +20,8 @@ JFK = DATA / "jfk.flac"
 
 @contextlib.contextmanager
 def running(readiness):
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(create_app(readiness), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]  # port 0: the OS picked a free one, no race
-    try:
+    with loopback_server(create_app(readiness)) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")

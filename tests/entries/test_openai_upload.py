@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import requests
 
-from helpers import pcm_wav, wait_until
+from helpers import loopback_server, pcm_wav, wait_until
 from worker.config import Settings
 from worker.errors import Cancelled
 from worker.service import Service
@@ -65,18 +65,9 @@ def leftovers(service) -> list:
 @contextlib.contextmanager
 def serving(service, wrap=None):
     """(host, port) of a uvicorn server on loopback serving `service` (its app wrapped by `wrap`)."""
-    import uvicorn
-
     app = create_app(Readiness(service))
-    server = uvicorn.Server(uvicorn.Config(wrap(app) if wrap else app, host="127.0.0.1", port=0, log_level="critical"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    assert wait_until(lambda: server.started, 10)
-    try:
-        yield server.servers[0].sockets[0].getsockname()[:2]
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with loopback_server(wrap(app) if wrap else app, log_level="critical") as port:
+        yield "127.0.0.1", port
 
 
 def wav(seconds: float) -> bytes:

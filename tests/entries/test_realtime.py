@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 import worker.entries.realtime as realtime
-from helpers import DATA, references, wait_until, wer
+from helpers import DATA, loopback_server, references, wait_until, wer
 from worker.entries.http import Readiness, create_app
 from worker.service import Service
 
@@ -37,19 +37,9 @@ LATENCIES: List[float] = []  # speech_stopped -> completed, seconds, of the turn
 
 @contextlib.contextmanager
 def running(app):
-    """The app under uvicorn on 127.0.0.1, a free port picked by the OS (as test_openai_api.py)."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    assert wait_until(lambda: server.started, 10)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
+    """The app under uvicorn on 127.0.0.1, a free port picked by the OS."""
+    with loopback_server(app) as port:
         yield f"ws://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 class Server:
