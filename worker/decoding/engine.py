@@ -152,7 +152,6 @@ class Engine:
             timings=timings,
         )
 
-
     def glimpse(self, samples: np.ndarray, request: TranscriptionRequest, job_id: str = "glimpse",
                 cancelled: Optional[threading.Event] = None) -> str:
         """Quick, rough text of at most 30 s of samples (the last 30 s of more), for a live turn's
