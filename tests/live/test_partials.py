@@ -194,6 +194,7 @@ def test_pieces_of_a_turn_join_with_one_space_and_a_sentence_that_went_on_loses_
     assert join_text("Wait...", "and then") == "Wait... and then" and join_text("Why?", "because") == "Why? because"
     assert join_text("", " Hello", "  ", "world") == "Hello world" and join_text() == ""
     assert join_text("我们走吧。", "好的") == "我们走吧。好的" and join_text("東京", "Tokyo") == "東京Tokyo"
+    assert join_text("hello", "好 ok") == "hello好 ok" and join_text("ok 好", "x") == "ok 好x"  # the characters that meet decide
 
 
 def test_the_prompt_of_the_audio_that_follows_has_no_final_full_stop():

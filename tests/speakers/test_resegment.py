@@ -30,13 +30,42 @@ def _heard(spans) -> Segmentation:
 
 
 def test_overlapped_speech_gets_the_voice_whose_turn_is_nearest():
-    # A speaks over frames 0-359, B joins at 300 (overlap 300-359: 5.09-6.11 s), B alone to 588
-    segmentation = _heard([(0, 359, [0]), (300, 588, [1])])
+    # A speaks over frames 0-361, B joins at 300 (overlap 300-361: 5.09-6.14 s), B alone to 588
+    segmentation = _heard([(0, 361, [0]), (300, 588, [1])])
     t = frame_time
     turns = [Turn(0.0, 6.2, "SPEAKER_00"), Turn(6.2, 10.0, "SPEAKER_01"), Turn(10.5, 12.0, "SPEAKER_02")]
     out = resegment(turns, segmentation)
-    assert out[:2] == turns[:1] + [Turn(round(t(300), 3), round(t(360), 3), "SPEAKER_01")]  # B beside A; its turn starts 0.09 s on
+    assert out[:2] == turns[:1] + [Turn(round(t(300), 3), round(t(362), 3), "SPEAKER_01")]  # B beside A; its turn starts 0.06 s on
     assert out[2:] == turns[1:] and out == sorted(out, key=lambda x: (x.start, x.end, x.speaker))
+
+
+def test_a_voice_whose_turn_only_touches_the_overlap_is_not_there_and_gets_it():
+    segmentation = _heard([(0, 361, [0]), (300, 361, [1])])
+    (start, end), = overlaps(segmentation)
+    before = [Turn(0.0, start, "SPEAKER_01"), Turn(start - 1.0, 9.0, "SPEAKER_00")]  # B's turn ends right where the overlap starts
+    after = [Turn(0.0, 9.0, "SPEAKER_00"), Turn(end, 9.5, "SPEAKER_01")]  # ... starts right where it ends
+    for turns in (before, after):
+        assert Turn(round(start, 3), round(end, 3), "SPEAKER_01") in resegment(turns, segmentation)
+
+
+def test_every_overlap_is_looked_at_and_a_voice_far_before_it_gets_none():
+    # overlaps at frames 100-150 (A and B already meet there) and 400-450 (A's turn alone)
+    segmentation = _heard([(0, 500, [0]), (100, 150, [1]), (400, 450, [1])])
+    first, second = overlaps(segmentation)
+    turns = [Turn(0.0, (first[0] + first[1]) / 2, "SPEAKER_00"), Turn((first[0] + first[1]) / 2, second[0] - 0.2, "SPEAKER_01"),
+             Turn(second[0] - 0.2, 9.0, "SPEAKER_00")]
+    assert Turn(round(second[0], 3), round(second[1], 3), "SPEAKER_01") in resegment(turns, segmentation)
+    far = [Turn(0.0, second[0] - REACH - 0.1, "SPEAKER_01"), Turn(second[0] - REACH - 0.1, 9.0, "SPEAKER_00")]
+    assert resegment(far, _heard([(0, 500, [0]), (400, 450, [1])])) == far
+
+
+def test_overlap_is_where_the_chunks_hear_two_speakers_on_average():
+    hard = np.zeros((2, FRAMES_PER_CHUNK, 3), np.float32)
+    hard[:, :100, 0] = 1
+    hard[0, :100, 1] = 1  # one chunk hears two, the other one: 1.5 on average, overlap
+    assert len(overlaps(Segmentation(np.array([0, 0]), hard, hard.copy(), 160000))) == 1
+    hard[0, :100, 1] = 0
+    assert overlaps(Segmentation(np.array([0, 0]), hard, hard.copy(), 160000)) == []
 
 
 def test_no_second_voice_from_farther_than_reach_nor_where_two_are_already():

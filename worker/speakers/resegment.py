@@ -35,7 +35,7 @@ def resegment(turns: Sequence[Turn], segmentation: Segmentation) -> List[Turn]:
         present = {t.speaker for t in turns if t.start < end and t.end > start}
         if len(present) != 1:
             continue  # nobody's turn there, or two speakers' already
-        gaps = [(max(t.start - end, start - t.end, 0.0), t.start, t.speaker) for t in turns if t.speaker not in present]
+        gaps = [(max(t.start - end, start - t.end), t.start, t.speaker) for t in turns if t.speaker not in present]  # others' turns lie before or after
         if gaps and min(gaps)[0] <= REACH:
             added.append(Turn(round(start, 3), round(end, 3), min(gaps)[2]))
     return sorted(list(turns) + added, key=lambda t: (t.start, t.end, t.speaker))
