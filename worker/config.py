@@ -57,6 +57,7 @@ class Settings:
     max_audio_seconds: float = setting("WHISPER_MAX_AUDIO_SECONDS", 4 * 3600.0, "Longest audio accepted, in seconds (checked from metadata and while decoding); a `multichannel` job counts channels x seconds.", bounds=(1, 86_400))
     max_reference_seconds: float = setting("WHISPER_MAX_REFERENCE_SECONDS", 60.0, "Longest `known_speakers` reference clip accepted, in seconds (each clip; checked like the main audio, before the transcription starts).", bounds=(1, 3600))
     diarization_models: str = setting("WHISPER_DIARIZATION_MODELS", "/models/diarization", "Folder of the meeting diarizer's ONNX models (`diarization_model: meeting`), made at image build time by builder/prepare_diarization.py.")
+    diarization_preload: bool = setting("WHISPER_DIARIZATION_PRELOAD", False, "Load the default diarizer (with the meeting models when there) in the background at start-up, so the first `diarize` job does not pay the load; readiness does not wait for it. The image built with DIARIZATION=true sets it.")
     download_timeout: float = setting("WHISPER_DOWNLOAD_TIMEOUT", 120.0, "Wall-clock limit for one audio download, in seconds.", bounds=(1, 3600))
     allow_local_files: bool = setting("WHISPER_ALLOW_LOCAL_FILES", False, "Accept a local file path as `audio` (the demo and tests turn it on).")
     allow_private_urls: bool = setting("WHISPER_ALLOW_PRIVATE_URLS", False, "Allow URLs that resolve to loopback/private/link-local addresses (tests only; never in production).")

