@@ -111,6 +111,20 @@ def test_pauses_neither_model_hears_are_cut_out_of_the_turns():
     other = Turn(0.2, 4.0, "SPEAKER_01")
     assert without_silence([other, Turn(3.0, 10.0, "SPEAKER_00")], [], tail) == [other, Turn(3.0, round(frame_time(301), 3), "SPEAKER_00")]
     assert without_silence([Turn(6.0, 9.0, "SPEAKER_00")], [], tail) == []  # a turn wholly in the silence
+    late = _heard([(0, 560, [0])])  # heard to 9.50 s of 10 s: the last 0.5 s is too short to cut
+    assert without_silence([Turn(3.0, 10.0, "SPEAKER_00")], [], late) == [Turn(3.0, 10.0, "SPEAKER_00")]
+    # and silence from the audio's start to the first speech heard (3.42 s) goes
+    assert without_silence([Turn(0.0, 5.0, "SPEAKER_00")], [], _heard([(201, 588, [0])])) == [Turn(round(frame_time(201), 3), 5.0, "SPEAKER_00")]
+
+
+def test_a_pause_half_the_chunks_hear_speech_in_is_not_silence():
+    hard = np.zeros((2, FRAMES_PER_CHUNK, 3), np.float32)
+    hard[0, :, 0] = 1  # one chunk hears speech throughout
+    hard[1, :100, 0] = hard[1, 400:, 0] = 1  # the other hears a pause at frames 100-399
+    turn = Turn(0.5, 9.0, "SPEAKER_00")
+    assert without_silence([turn], [], Segmentation(np.array([0, 0]), hard, hard.copy(), 160000)) == [turn]
+    hard[0, 100:400, 0] = 0  # neither does: the pause goes
+    assert len(without_silence([turn], [], Segmentation(np.array([0, 0]), hard, hard.copy(), 160000))) == 2
 
 
 @pytest.fixture(scope="module")

