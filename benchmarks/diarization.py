@@ -236,7 +236,7 @@ def compare_turns(items: List[conversations.Conversation], device: str = "cpu", 
         hypotheses = {"worker": [], "worker_num_speakers": [], "senko": []}
         if windows:
             for system, count in (("worker", SpeakerCount()), ("worker_num_speakers", SpeakerCount(exact=true_count))):
-                turns = speaker_turns(windows, embeddings, count, segmentation).turns
+                turns = speaker_turns(windows, embeddings, count, segmentation, voice=lambda spans: diarizer.voice_of(audio, spans)).turns
                 hypotheses[system] = [(t.start, t.end, t.speaker) for t in turns]
             merged = senko._perform_clustering(embeddings, windows)[1]
             hypotheses["senko"] = [(t["start"], t["end"], t["speaker"]) for t in merged]

