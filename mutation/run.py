@@ -65,6 +65,17 @@ MODULES = {
         "test_every_overlap_is_looked_at_and_a_voice_far_before_it_gets_none", "test_overlap_is_where_the_chunks_hear_two_speakers_on_average",
         "test_fewest_speakers_counts_the_local_speakers_heard_long_enough_in_one_chunk",
         "test_pauses_neither_model_hears_are_cut_out_of_the_turns", "test_a_pause_half_the_chunks_hear_speech_in_is_not_silence")],
+    # glimpses: the model-free tests of test_glimpse.py (encoder length, features, options, text, with
+    # a stand-in for the model; its others decode real speech with the real models)
+    "decoding/whisper/glimpse": [f"tests/decoding/test_glimpse.py::{name}" for name in (
+        "test_the_encoder_reads_the_audio_and_three_seconds_more_in_whole_seconds_never_past_a_window",
+        "test_a_glimpse_window_is_the_window_features_cut_to_the_glimpse_length_and_the_last_30_seconds_of_more",
+        "test_glimpse_options_are_one_greedy_pass_without_timestamps_bounded_and_the_requests_otherwise",
+        "test_without_a_language_a_multilingual_glimpse_detects_it_and_an_english_only_one_reads_english",
+        "test_a_glimpses_text_is_its_text_tokens_decoded_and_stripped")],
+    # the live session's protocol, turns, partials, early and sealed decodes: test_session.py, a fake
+    # transcriber with real Silero (seconds in all)
+    "live/session": ["tests/live/test_session.py"],
 }
 TARGET = 85.0
 KILLED = {"killed", "timeout"}
